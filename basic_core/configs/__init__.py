@@ -1,0 +1,131 @@
+"""Configs as Python: one function per preset, overridden from the command line.
+
+    python -m basic_core.train --config tiny --workdir runs/tiny --set model.text.layers=4
+
+`get_config(name)` returns an `ml_collections.ConfigDict` with every key the trainer reads; presets
+change values, never add keys, so a typo in `--set` is an error naming the key (`apply_overrides`).
+Where each size comes from is written beside it in `presets.py`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+import ml_collections
+
+from basic_core.configs import presets
+from basic_core.configs.base import base_config
+
+PRESETS = {
+    "tiny": presets.tiny,
+    "small": presets.small,
+    "peer-vit": presets.peer_vit,
+    "basic-s": presets.basic_s,
+    "basic-m": presets.basic_m,
+    "basic-l": presets.basic_l,
+}
+
+
+class ConfigError(ValueError):
+  """A config name, key or value that cannot be used; the message names it."""
+
+
+def get_config(name: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """The preset `name` with `key=value` overrides applied, validated."""
+  if name not in PRESETS:
+    raise ConfigError(f"unknown config {name!r}; presets: {', '.join(sorted(PRESETS))}")
+  config = base_config()
+  PRESETS[name](config)
+  config.name = name
+  apply_overrides(config, overrides)
+  validate(config)
+  return config
+
+
+def parse_value(text: str):
+  """`4` -> 4, `1e-3` -> 0.001, `(2,3)` -> (2, 3), `true` -> True, anything else stays a string."""
+  lowered = text.strip().lower()
+  if lowered in ("true", "false"):
+    return lowered == "true"
+  if lowered in ("none", "null"):
+    return None
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+  """Applies `a.b.c=value` strings; unknown keys and ill-typed values raise ConfigError."""
+  for item in overrides:
+    if "=" not in item:
+      raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, text = item.split("=", 1)
+    *parents, leaf = key.strip().split(".")
+    node = config
+    for i, part in enumerate(parents):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ConfigError(f"unknown config key {'.'.join(parents[: i + 1])!r} (in override {item!r})")
+      node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ConfigError(f"unknown config key {key.strip()!r}")
+    value = parse_value(text)
+    old = node[leaf]
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    if old is not None and value is not None and type(old) is not type(value):
+      raise ConfigError(
+          f"config key {key.strip()!r} expects {type(old).__name__}, got {value!r} ({type(value).__name__})")
+    with node.unlocked():
+      node[leaf] = value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Rejects impossible sizes with one message naming the problem."""
+  m, t = config.model, config.train
+
+  def divisible(width, heads, where):
+    if width % heads:
+      raise ConfigError(f"{where}: width {width} is not divisible by heads {heads}")
+
+  if m.image.kind == "vit":
+    divisible(m.image.vit.width, m.image.vit.heads, "model.image.vit")
+    if m.image.image_size % m.image.vit.patch:
+      raise ConfigError(
+          f"model.image: image_size {m.image.image_size} is not divisible by patch {m.image.vit.patch}")
+  elif m.image.kind == "coatnet":
+    c = m.image.coatnet
+    if not len(c.blocks) == len(c.widths) == len(c.types) == len(c.strides):
+      raise ConfigError("model.image.coatnet: blocks, widths, types and strides must have equal lengths")
+    for w, kind in zip(c.widths, c.types):
+      if kind == "T" and w % c.head_dim:
+        raise ConfigError(f"model.image.coatnet: width {w} is not divisible by head_dim {c.head_dim}")
+  else:
+    raise ConfigError(f"model.image.kind must be 'vit' or 'coatnet', got {m.image.kind!r}")
+  divisible(m.text.width, m.text.heads, "model.text")
+  if m.remat not in REMAT_POLICIES:
+    raise ConfigError(f"model.remat must be one of {REMAT_POLICIES}, got {m.remat!r}")
+  if m.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
+  if config.loss.kind not in ("softmax", "sigmoid"):
+    raise ConfigError(f"loss.kind must be 'softmax' or 'sigmoid', got {config.loss.kind!r}")
+  if t.batch_size <= 0:
+    raise ConfigError(f"train.batch_size must be positive, got {t.batch_size}")
+  micro = t.microbatch_size or t.batch_size
+  if t.batch_size % micro:
+    raise ConfigError(
+        f"train.batch_size {t.batch_size} is not divisible by train.microbatch_size {micro}")
+  if config.loss.tile and t.batch_size % config.loss.tile:
+    raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by loss.tile {config.loss.tile}")
+  if t.freeze_image not in ("none", "all", "first_k"):
+    raise ConfigError(f"train.freeze_image must be none, all or first_k, got {t.freeze_image!r}")
+  if config.optim.name not in ("adamw", "adafactorw"):
+    raise ConfigError(f"optim.name must be adamw or adafactorw, got {config.optim.name!r}")
+  if config.optim.schedule not in ("cosine", "linear", "constant"):
+    raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {config.optim.schedule!r}")
+
+
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")

@@ -1,0 +1,10 @@
+"""Test set-up: 8 simulated CPU devices for the sharding tests, set before JAX starts its backend."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402  (must follow the environment set-up above)
+
+jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,0 +1,34 @@
+# basic-jax: one command to set up, one to run the main job, one to test.
+#   make sweep   set up, then run the smoke batch-size sweep and draw its figure (runs/sweep-smoke)
+#   make test    set up, then run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test test-all tiny sweep figures theory bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(STAMP)
+
+# Default suite (CPU, simulated devices). pytest's exit code 5 ("no tests collected") counts as success.
+test: setup
+	$(PY) -m pytest -q -m "not slow" || [ $$? -eq 5 ]
+
+test-all: setup
+	$(PY) -m pytest -q
+
+tiny: setup
+	$(PY) -m basic_core.train --config tiny --workdir runs/tiny
+
+theory: setup
+	$(PY) -m theory.check
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,97 @@
+"""Checkpoints with orbax: train state (sharded arrays) + a JSON item (data position, tokenizer, config).
+
+Orbax writes each step to a temporary directory and renames it when complete, so a kill mid-save never
+leaves a half-written checkpoint that `latest_step` would pick. Saving is synchronous here: a resumed
+run must find everything the interrupted one promised, and our checkpoints are small.
+The workdir's `config.json` records the run's config; re-running a different config on the same
+workdir is refused (`check_config`) instead of silently mixing two runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+# Keys that may differ between the run that wrote a workdir and the one resuming it: they change how a
+# run is reported, not what it computes. `train.steps` may grow to extend a run (its schedule changes).
+RESUMABLE_DIFFERENCES = (
+    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
+    "train.progress", "train.steps", "eval.num_images", "eval.num_pairs",
+)
+
+
+class CheckpointError(RuntimeError):
+  """A workdir that cannot be resumed by this run; the message says why."""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    name = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flatten(v, name + "."))
+    else:
+      out[name] = v
+  return out
+
+
+def config_json(config) -> dict:
+  """The config as plain JSON (tuples become lists), for the workdir record."""
+  return json.loads(config.to_json())
+
+
+def check_config(workdir: Path, config) -> list[str]:
+  """Writes DIR/config.json on a fresh workdir; else compares and returns the allowed differences."""
+  path = workdir / "config.json"
+  current = config_json(config)
+  if not path.exists():
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    return []
+  saved = flatten(json.loads(path.read_text()))
+  now = flatten(current)
+  differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  blocking = [k for k in differing if k not in RESUMABLE_DIFFERENCES]
+  if blocking:
+    detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in blocking[:8])
+    raise CheckpointError(
+        f"workdir {workdir} holds a run of another config (differing keys: {detail}); "
+        "use a new --workdir, or the same config to resume")
+  if differing:
+    path.write_text(json.dumps(current, indent=2, sort_keys=True))
+  return differing
+
+
+class Checkpointer:
+  """Save / restore `(state pytree, json meta)` under DIR/checkpoints/<step>."""
+
+  def __init__(self, workdir: Path, keep: int):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options,
+                                         item_names=("state", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, meta: dict) -> None:
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     meta=ocp.args.JsonSave(meta)))
+    self.manager.wait_until_finished()
+
+  def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict]:
+    """Restores into the structure and shardings of `abstract_state` (e.g. from `jax.eval_shape`)."""
+    step = self.latest_step() if step is None else step
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                              meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+  def close(self) -> None:
+    self.manager.close()

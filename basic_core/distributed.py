@@ -1,0 +1,49 @@
+"""Multi-host start-up through JAX's own distributed runtime (`jax.distributed.initialize`).
+
+Flags (or the environment variables in brackets) name the coordinator and this process:
+  --coordinator HOST:PORT [BASIC_COORDINATOR]  --num-processes N [BASIC_NUM_PROCESSES]
+  --process-id I [BASIC_PROCESS_ID]
+Without them the run is single-process (on a cluster JAX may also detect them itself, e.g. SLURM/TPU).
+Each process then loads its own shard of every batch (see data.train_pipeline's process_index).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+_SETTINGS: dict = {}
+
+
+def add_arguments(parser) -> None:
+  group = parser.add_argument_group("multi-host (jax.distributed)")
+  group.add_argument("--coordinator", default=os.environ.get("BASIC_COORDINATOR"),
+                     help="HOST:PORT of process 0 [env BASIC_COORDINATOR]")
+  group.add_argument("--num-processes", type=int,
+                     default=_int_env("BASIC_NUM_PROCESSES"), help="[env BASIC_NUM_PROCESSES]")
+  group.add_argument("--process-id", type=int, default=_int_env("BASIC_PROCESS_ID"),
+                     help="[env BASIC_PROCESS_ID]")
+
+
+def _int_env(name: str) -> int | None:
+  value = os.environ.get(name)
+  return int(value) if value else None
+
+
+def configure_from_args(args) -> None:
+  """Records the flags; `initialize` acts on them once, before the first JAX computation."""
+  if args.coordinator:
+    _SETTINGS.update(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                     process_id=args.process_id)
+
+
+def initialize() -> None:
+  """Starts jax.distributed once if a coordinator was given; a no-op for single-process runs."""
+  if _SETTINGS and not _SETTINGS.get("started"):
+    settings = {k: v for k, v in _SETTINGS.items() if k != "started"}
+    missing = [k for k, v in settings.items() if v is None]
+    if missing:
+      raise ValueError(f"multi-host run needs {', '.join(missing)} (flags or environment)")
+    jax.distributed.initialize(**settings)
+    _SETTINGS["started"] = True

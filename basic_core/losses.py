@@ -1,0 +1,145 @@
+"""Contrastive losses on embeddings: softmax (CLIP/ALIGN/BASIC), tiled softmax, and sigmoid (SigLIP).
+
+Losses take arrays, never models. All arithmetic is float32 whatever the towers' compute dtype.
+
+The tiled softmax loss exists because at BASIC's contrastive batch of 65,536 the N x N float32 logit
+matrix alone is 16 GiB. It streams row blocks of `tile` rows: the image-to-text log-sum-exp of a row
+needs only its block, the text-to-image log-sum-exp of a column is accumulated across blocks with the
+usual running-max trick, and a custom VJP recomputes each block's logits in the backward pass. Peak
+memory is O(N * tile), results equal the dense loss to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+def contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array) -> jax.Array:
+  """Mean of the image->text and text->image softmax cross-entropies over in-batch negatives.
+
+  Args:
+    image_emb: [N, D] image embeddings (BASIC L2-normalises them; this function does not).
+    text_emb: [N, D] text embeddings; row i is the caption of image i.
+    logit_scale: scalar multiplier of the cosine logits (exp of the model's log parameter, 1/tau).
+  Returns:
+    scalar: 0.5 * (CE_rows + CE_cols), natural log, averaged over the N pairs.
+  """
+  img_NxD, txt_NxD = image_emb.astype(jnp.float32), text_emb.astype(jnp.float32)
+  logits_NxN = logit_scale.astype(jnp.float32) * img_NxD @ txt_NxD.T
+  positives_N = jnp.diagonal(logits_NxN)
+  image_to_text = jax.nn.logsumexp(logits_NxN, axis=1) - positives_N
+  text_to_image = jax.nn.logsumexp(logits_NxN, axis=0) - positives_N
+  return 0.5 * (image_to_text.mean() + text_to_image.mean())
+
+
+def _blocks(x_NxD: jax.Array, tile: int) -> jax.Array:
+  n, d = x_NxD.shape
+  if n % tile:
+    raise ValueError(f"batch {n} is not divisible by loss tile {tile}")
+  return x_NxD.reshape(n // tile, tile, d)
+
+
+def _tiled_statistics(img_NxD, txt_NxD, scale, tile):
+  """Row log-sum-exps [N], column log-sum-exps [N] and the positives' mean, one row block at a time."""
+  n = img_NxD.shape[0]
+  img_KxTxD = _blocks(img_NxD, tile)
+
+  def body(carry, img_TxD):
+    col_max_N, col_sum_N = carry
+    logits_TxN = scale * img_TxD @ txt_NxD.T
+    row_lse_T = jax.nn.logsumexp(logits_TxN, axis=1)
+    new_max_N = jnp.maximum(col_max_N, logits_TxN.max(axis=0))
+    col_sum_N = col_sum_N * jnp.exp(col_max_N - new_max_N) + jnp.exp(logits_TxN - new_max_N[None]).sum(0)
+    return (new_max_N, col_sum_N), row_lse_T
+
+  init = (jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.float32))
+  (col_max_N, col_sum_N), row_lse_KxT = jax.lax.scan(body, init, img_KxTxD)
+  col_lse_N = col_max_N + jnp.log(col_sum_N)
+  positives_mean = scale * jnp.sum(img_NxD * txt_NxD) / n
+  return row_lse_KxT.reshape(n), col_lse_N, positives_mean
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _tiled_softmax(img_NxD, txt_NxD, scale, tile):
+  row_lse_N, col_lse_N, positives_mean = _tiled_statistics(img_NxD, txt_NxD, scale, tile)
+  return 0.5 * (row_lse_N.mean() + col_lse_N.mean()) - positives_mean
+
+
+def _tiled_softmax_fwd(img_NxD, txt_NxD, scale, tile):
+  row_lse_N, col_lse_N, positives_mean = _tiled_statistics(img_NxD, txt_NxD, scale, tile)
+  loss = 0.5 * (row_lse_N.mean() + col_lse_N.mean()) - positives_mean
+  return loss, (img_NxD, txt_NxD, scale, row_lse_N, col_lse_N)
+
+
+def _tiled_softmax_bwd(tile, residuals, g):
+  """dL/dlogits = (softmax_rows + softmax_cols) / 2N - I / N, applied block by block."""
+  img_NxD, txt_NxD, scale, row_lse_N, col_lse_N = residuals
+  n, _ = img_NxD.shape
+  k = n // tile
+
+  def body(carry, inputs):
+    d_txt_NxD, d_scale = carry
+    img_TxD, row_lse_T, b = inputs
+    sims_TxN = img_TxD @ txt_NxD.T
+    logits_TxN = scale * sims_TxN
+    eye_TxN = jax.nn.one_hot(b * tile + jnp.arange(tile), n, dtype=jnp.float32)
+    grad_TxN = (0.5 * (jnp.exp(logits_TxN - row_lse_T[:, None]) + jnp.exp(logits_TxN - col_lse_N[None]))
+                - eye_TxN) * (g / n)
+    d_img_TxD = scale * grad_TxN @ txt_NxD
+    d_txt_NxD = d_txt_NxD + scale * grad_TxN.T @ img_TxD
+    d_scale = d_scale + jnp.sum(grad_TxN * sims_TxN)
+    return (d_txt_NxD, d_scale), d_img_TxD
+
+  init = (jnp.zeros_like(txt_NxD), jnp.zeros((), jnp.float32))
+  inputs = (_blocks(img_NxD, tile), row_lse_N.reshape(k, tile), jnp.arange(k))
+  (d_txt_NxD, d_scale), d_img_KxTxD = jax.lax.scan(body, init, inputs)
+  return d_img_KxTxD.reshape(img_NxD.shape), d_txt_NxD, d_scale
+
+
+_tiled_softmax.defvjp(_tiled_softmax_fwd, _tiled_softmax_bwd)
+
+
+def tiled_contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
+                           tile: int) -> jax.Array:
+  """`contrastive_loss` computed in row blocks of `tile` rows: O(N * tile) memory, same value."""
+  return _tiled_softmax(image_emb.astype(jnp.float32), text_emb.astype(jnp.float32),
+                        jnp.asarray(logit_scale, jnp.float32), tile)
+
+
+def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
+                 logit_bias: jax.Array, tile: int = 0) -> jax.Array:
+  """SigLIP: every pair is an independent binary problem, positives on the diagonal.
+
+  Normalised as in SigLIP: summed over the N x N pairs, divided by N. With `tile`, row blocks are
+  scanned under `jax.checkpoint`, so the backward pass also holds only one block of logits.
+  """
+  img_NxD, txt_NxD = image_emb.astype(jnp.float32), text_emb.astype(jnp.float32)
+  n = img_NxD.shape[0]
+  scale, bias = jnp.asarray(logit_scale, jnp.float32), jnp.asarray(logit_bias, jnp.float32)
+
+  def block_loss(img_TxD, first_row):
+    logits_TxN = scale * img_TxD @ txt_NxD.T + bias
+    rows = first_row + jnp.arange(img_TxD.shape[0])
+    labels_TxN = 2.0 * jax.nn.one_hot(rows, n, dtype=jnp.float32) - 1.0
+    return -jnp.sum(jax.nn.log_sigmoid(labels_TxN * logits_TxN))
+
+  if not tile:
+    return block_loss(img_NxD, 0) / n
+  img_KxTxD = _blocks(img_NxD, tile)
+  body = jax.checkpoint(lambda acc, xs: (acc + block_loss(*xs), None))
+  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
+                          (img_KxTxD, tile * jnp.arange(img_KxTxD.shape[0])))
+  return total / n
+
+
+def make_loss_fn(loss_config):
+  """`fn(image_emb, text_emb, logit_scale, logit_bias) -> scalar` for config.loss."""
+  tile = int(loss_config.tile)
+  if loss_config.kind == "sigmoid":
+    return lambda i, t, s, b: sigmoid_loss(i, t, s, b, tile)
+  if tile:
+    return lambda i, t, s, b: tiled_contrastive_loss(i, t, s, tile)
+  return lambda i, t, s, b: contrastive_loss(i, t, s)

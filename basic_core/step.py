@@ -1,0 +1,130 @@
+"""The train step: towers + loss (naive or BASIC-accumulated) + optimizer update, as one jitted function.
+
+The model is split once into a static graph and a parameter pytree (Flax NNX's split/merge pattern), so
+the step is a pure function of `(state, batch)`: jit can donate the state, shard it, and hand back a
+`Compiled` object whose `memory_analysis()` the benchmarks read. All randomness comes from
+`fold_in(key(seed), step)`, then per example from its global index (see accumulate.py), so a resumed
+run and a run with another microbatch size draw exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from basic_core import accumulate, data
+from basic_core.losses import make_loss_fn
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: jit caches key on it
+class ModelFns:
+  """Pure functions of the parameter pytree, built once from an NNX model and the config."""
+  graphdef: Any
+  rest: Any  # non-parameter NNX state (empty for our models), kept static
+  config: Any
+
+  def merge(self, params):
+    return nnx.merge(self.graphdef, params, self.rest)
+
+  def embed(self, params, batch: dict, keys: jax.Array | None, *, frozen_image: bool = False):
+    """Normalised (image, text) embeddings of a batch; `keys` [B] drive augmentation and dropout."""
+    if frozen_image:
+      params = freeze_image(params)
+    model = self.merge(params)
+    augment_keys = image_keys = text_keys = None
+    if keys is not None:
+      augment_keys, image_keys, text_keys = (
+          jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i) for i in range(3))
+      if not self.config.model.dropout:
+        image_keys = text_keys = None
+      if not self.config.data.augment:
+        augment_keys = None
+    images = preprocess_images(batch["image"], augment_keys, self.config)
+    return (model.encode_image(images, key=image_keys),
+            model.encode_text(batch["text"], key=text_keys))
+
+  def head_loss(self, loss_fn: Callable) -> Callable:
+    """`(image_emb, text_emb, params) -> loss`: the loss with the model's temperature and bias."""
+
+    def fn(image_emb, text_emb, params):
+      model = self.merge(params)
+      return loss_fn(image_emb, text_emb, model.logit_scale(), model.logit_bias[...])
+
+    return fn
+
+
+def preprocess_images(images_u8: jax.Array, keys: jax.Array | None, config) -> jax.Array:
+  """uint8 -> float32; with per-example keys, augmentation that does not depend on the batch it sits in."""
+  if keys is None:
+    return data.preprocess(images_u8, None, config)
+  return jax.vmap(lambda im, k: data.preprocess(im[None], k, config)[0])(images_u8, keys)
+
+
+def freeze_image(params):
+  """Stop gradients into the image tower (LiT-style locking skips its backward pass entirely)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: jax.lax.stop_gradient(x) if _top_key(path) == "image" else x, params)
+
+
+def _top_key(path) -> str | None:
+  first = path[0]
+  return getattr(first, "key", getattr(first, "name", None))
+
+
+def split_model(model: nnx.Module, config) -> tuple[ModelFns, Any]:
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return ModelFns(graphdef, rest, config), params
+
+
+def step_mode(config) -> tuple[str, int]:
+  """('naive', 1) without accumulation, else ('accumulate', K) with K = batch / microbatch."""
+  t = config.train
+  micro = t.microbatch_size or t.batch_size
+  k = t.batch_size // micro
+  return ("naive", 1) if micro == t.batch_size else ("accumulate", k)
+
+
+def init_state(params, tx: optax.GradientTransformation) -> dict:
+  return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, *, frozen_image: bool = False,
+                    mode: str | None = None) -> Callable:
+  """`step(state, batch) -> (state, metrics)`, not yet jitted (see `jit_train_step`)."""
+  config = fns.config
+  default_mode, k = step_mode(config)
+  mode = mode or default_mode
+  head_loss = fns.head_loss(make_loss_fn(config.loss))
+  base_key = jax.random.key(config.seed)
+
+  def embed(params, batch, keys):
+    return fns.embed(params, batch, keys, frozen_image=frozen_image)
+
+  def step(state, batch):
+    key = jax.random.fold_in(base_key, state["step"])
+    if mode == "naive":
+      loss, grads = accumulate.naive_value_and_grad(embed, head_loss, state["params"], batch, key)
+    else:
+      loss, grads = accumulate.accumulated_value_and_grad(
+          embed, head_loss, state["params"], batch, key, k)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
+                   logit_scale=fns.merge(params).logit_scale())
+    return dict(step=state["step"] + 1, params=params, opt_state=opt_state), metrics
+
+  return step
+
+
+def jit_train_step(step: Callable, state_sharding=None, batch_sharding=None) -> Callable:
+  """Jit with the state donated; shardings pin the layout so every step reuses the same buffers."""
+  if state_sharding is None:
+    return jax.jit(step, donate_argnums=(0,))
+  return jax.jit(step, donate_argnums=(0,), in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, None))

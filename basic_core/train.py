@@ -1,0 +1,263 @@
+"""The BASIC trainer: one readable loop with clearly marked phases.
+
+    python -m basic_core.train --config tiny --workdir runs/tiny [--steps N] [--set key=value ...]
+
+Re-running the same command on the same workdir resumes from its latest checkpoint and continues
+bit-identically: batches come from a pipeline whose position is checkpointed, and every random number
+from `fold_in(key(seed), step)`. SIGTERM / SIGINT save a checkpoint before exiting. Outputs in DIR:
+`config.json`, `metrics.jsonl` (one object per logged step), `tb/` (TensorBoard), `checkpoints/`,
+`eval.json` (the final evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import tqdm
+from tensorboardX import SummaryWriter
+
+from basic_core import checkpoint, data, distributed, evaluate, optim, pretrain, sharding, step as step_lib
+from basic_core.configs import ConfigError, get_config
+from basic_core.models import build_model
+
+
+class TrainingError(RuntimeError):
+  """The run cannot go on (e.g. a NaN loss); checkpoints already written are left untouched."""
+
+
+class MetricsWriter:
+  """metrics.jsonl + TensorBoard scalars; only process 0 writes."""
+
+  def __init__(self, workdir: Path):
+    self.active = jax.process_index() == 0
+    if self.active:
+      self.path = workdir / "metrics.jsonl"
+      self.tb = SummaryWriter(str(workdir / "tb"))
+
+  def write(self, record: dict) -> None:
+    if not self.active:
+      return
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k != "step" and isinstance(v, (int, float)):
+        self.tb.add_scalar(k, v, record["step"])
+    self.tb.flush()
+
+  def close(self) -> None:
+    if self.active:
+      self.tb.close()
+
+
+class StopRequest:
+  """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def setup(config, workdir: Path | None = None):
+  """Model functions, initial state, optimizer, tokenizer and mesh of a config (fresh, not restored)."""
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(mesh, config.train.batch_size,
+                       config.train.microbatch_size or config.train.batch_size)
+  tokenizer = data.get_tokenizer(config.data, config.model.text.context)
+  if tokenizer.vocab_size > config.model.text.vocab_size:
+    raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.text.vocab_size is "
+                      f"{config.model.text.vocab_size}")
+  fns, params = step_lib.split_model(build_model(config.model, config.seed), config)
+  tx = optim.make_optimizer(config)
+  state = step_lib.init_state(params, tx)
+  state_sharding = sharding.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sharding)
+  return fns, state, tx, tokenizer, mesh, state_sharding
+
+
+def _log_record(step: int, metrics: dict, config, lr_fn, seconds: float, steps: int, skipped: int):
+  batch = config.train.batch_size
+  return dict(
+      step=step,
+      loss=float(metrics["loss"]),
+      logit_scale=float(metrics["logit_scale"]),
+      lr=float(lr_fn(step - 1)),
+      grad_norm=float(metrics["grad_norm"]),
+      samples_per_s=batch * steps / max(seconds, 1e-9),
+      contrastive_batch_size=batch,
+      microbatch_size=config.train.microbatch_size or batch,
+      skipped_samples=skipped,
+  )
+
+
+def train(config, workdir: Path) -> dict:
+  """Runs (or resumes) training; returns the final evaluation metrics."""
+  workdir = Path(workdir)
+  # ---- Phase 0: workdir, devices, state ------------------------------------------------------------
+  distributed.initialize()
+  checkpoint.check_config(workdir, config)
+  fns, state, tx, tokenizer, mesh, state_sharding = setup(config, workdir)
+  batch_sharding = sharding.batch_sharding(mesh)
+  pipeline = data.train_pipeline(config, tokenizer, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+
+  # ---- Phase 1: resume, or pretrain the image tower (BASIC's supervised phase) ---------------------
+  start = ckpt.latest_step()
+  if start is not None:
+    state, meta = ckpt.restore(state)
+    pipeline.set_state(meta["data"])
+    tokenizer = data.tokenizer_from_json(meta["tokenizer"])
+  else:
+    if config.pretrain.steps:
+      state["params"] = pretrain.pretrain_image_tower(fns, state["params"], config, tokenizer)
+      state["opt_state"] = jax.device_put(tx.init(state["params"]), state_sharding["opt_state"])
+    start = 0
+    ckpt.save(0, state, _meta(pipeline, tokenizer, config))
+
+  # ---- Phase 2: contrastive training ---------------------------------------------------------------
+  total = int(config.train.steps)
+  step_fns = {}  # frozen_image -> jitted step (first_k freezing compiles two)
+  lr_fn = optim.schedule(config.optim, total)
+  writer = MetricsWriter(workdir)
+  mode, k = step_lib.step_mode(config)
+  progress = tqdm.tqdm(total=total, initial=start, disable=not config.train.progress,
+                       desc=f"{config.name} N={config.train.batch_size} {mode}x{k}", dynamic_ncols=True)
+  last_time, last_step = time.perf_counter(), start
+  with StopRequest() as stop:
+    for s in range(start, total):
+      frozen = optim.image_frozen_at(config, s)
+      if frozen not in step_fns:
+        step_fns[frozen] = step_lib.jit_train_step(
+            step_lib.make_train_step(fns, tx, frozen_image=frozen), state_sharding, batch_sharding)
+      batch = sharding.put_batch(next(pipeline), batch_sharding)
+      state, metrics = step_fns[frozen](state, batch)
+      loss = float(metrics["loss"])
+      done = s + 1
+      if not math.isfinite(loss):
+        raise TrainingError(f"loss is {loss} at step {done}; stopping. The last checkpoint "
+                            f"(step {ckpt.latest_step()}) in {workdir} is kept unchanged.")
+      progress.update(1)
+      if done % config.train.log_every == 0 or done == total:
+        now = time.perf_counter()
+        record = _log_record(done, metrics, config, lr_fn, now - last_time, done - last_step,
+                             pipeline.skipped_samples)
+        last_time, last_step = now, done
+        writer.write(record)
+        progress.set_postfix(loss=f"{loss:.3f}", T=f"{record['logit_scale']:.1f}",
+                             sps=f"{record['samples_per_s']:.0f}")
+      if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
+        writer.write(dict(step=done, **_evaluate(fns, state, tokenizer, config)))
+      if done % config.train.checkpoint_every == 0 or done == total or stop.signal:
+        ckpt.save(done, state, _meta(pipeline, tokenizer, config))
+      if stop.signal:
+        progress.close()
+        print(f"stopped by signal {stop.signal} at step {done}; checkpoint saved in {workdir}",
+              file=sys.stderr)
+        writer.close()
+        ckpt.close()
+        raise SystemExit(128 + stop.signal)
+  progress.close()
+
+  # ---- Phase 3: final evaluation -------------------------------------------------------------------
+  results = dict(step=total, **_evaluate(fns, state, tokenizer, config))
+  if pipeline.skipped_samples:
+    print(f"run summary: {pipeline.skipped_samples} corrupt samples were skipped", file=sys.stderr)
+  results["skipped_samples"] = pipeline.skipped_samples
+  writer.write(results)
+  writer.close()
+  ckpt.close()
+  if jax.process_index() == 0:
+    (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+  return results
+
+
+def _meta(pipeline, tokenizer, config) -> dict:
+  return dict(data=pipeline.get_state(), tokenizer=tokenizer.to_json(), config_name=config.name)
+
+
+def _evaluate(fns, state, tokenizer, config) -> dict:
+  suite = _eval_suite(config, tokenizer)
+  return evaluate.evaluate(fns, jax.device_get(state["params"]), tokenizer, suite)
+
+
+_SUITES = {}
+
+
+def _eval_suite(config, tokenizer):
+  """The evaluation sets are rendered once per process and config."""
+  key = config.to_json()
+  if key not in _SUITES:
+    _SUITES.clear()
+    _SUITES[key] = data.eval_suite(config, tokenizer)
+  return _SUITES[key]
+
+
+def load_for_eval(workdir: Path):
+  """(fns, params, tokenizer, config, step) of a workdir's latest checkpoint, for evaluation."""
+  workdir = Path(workdir)
+  path = workdir / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
+  saved = json.loads(path.read_text())
+  config = get_config(saved["name"], [f"{k}={v!r}" for k, v in checkpoint.flatten(saved).items()
+                                      if k != "name"])
+  fns, state, _, _, _, _ = setup(config)
+  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+  step = ckpt.latest_step()
+  state, meta = ckpt.restore(state)
+  ckpt.close()
+  return fns, state["params"], data.tokenizer_from_json(meta["tokenizer"]), config, step
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True, help="preset name (tiny, small, peer-vit, basic-s, ...)")
+  parser.add_argument("--workdir", required=True, type=Path)
+  parser.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config key, e.g. --set model.text.layers=4 (repeatable)")
+  distributed.add_arguments(parser)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  distributed.configure_from_args(args)
+  overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+  try:
+    config = get_config(args.config, overrides)
+    results = train(config, args.workdir)
+  except (ConfigError, checkpoint.CheckpointError, sharding.ShardingError, TrainingError,
+          data.DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  summary = {k: v for k, v in results.items() if k.endswith("top1") or "loss" in k or "gap" in k}
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -126,6 +126,12 @@ def evaluate(fns, params, tokenizer, suite) -> dict:
   out["heldout_loss"] = loss_at_batch(held_img, held_txt, encoder.logit_scale, batch)
   out["train_loss_at_eval_batch"] = loss_at_batch(train_img, train_txt, encoder.logit_scale, batch)
   out["gap_fixed_eval"] = out["heldout_loss"] - out["train_loss_at_eval_batch"]
+  # All held-out pairs as one batch, offset by log n: the estimate of the infinite-batch (population)
+  # loss L_inf of theory/README.md; its bias is O(1/n) (theory/montecarlo.py measures it).
+  n = len(held_img)
+  out["heldout_loss_offset_all"] = loss_at_batch(held_img, held_txt, encoder.logit_scale, n) - np.log(n)
+  out["train_loss_offset_all"] = (loss_at_batch(train_img, train_txt, encoder.logit_scale, n)
+                                  - np.log(n))
   out.update({f"retrieval_{k}": v for k, v in retrieval(held_img, held_txt).items()})
   for task in suite.tasks:
     for k, v in zero_shot(encoder, tokenizer, task).items():

@@ -1,0 +1,306 @@
+"""Benchmarks of the train step: compiled memory over a grid, steady-state throughput, a memory planner.
+
+    python -m basic_core.bench memory [--config tiny] [--json] [--plot runs/bench/memory.png]
+    python -m basic_core.bench memory --config tiny --batch 4096 --memory-budget 256MiB
+    python -m basic_core.bench throughput --config peer-vit [--json]
+
+`memory` compiles the step for every (contrastive batch, mode, microbatch, remat) of its grid, reports
+XLA's compiled bytes, then times a few steps on random data. One JSON object per line with `--json`.
+`throughput` runs each mode in its own process (peak RSS is per process and only grows) and times
+steps only while the rest of the machine is quiet (see `Quiet`), as the OpenCLIP peer harness does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from basic_core import memory, step as step_lib
+from basic_core.configs import get_config
+
+DEFAULT_BATCHES = (256, 512, 1024, 2048, 4096, 8192)
+
+
+def random_batch(config, n: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  size, length = config.model.image.image_size, config.model.text.context
+  text = rng.integers(1, config.model.text.vocab_size, size=(n, length), dtype=np.int32)
+  lengths = rng.integers(4, length + 1, size=n)
+  text[np.arange(length)[None, :] >= lengths[:, None]] = 0
+  return dict(image=rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8), text=text)
+
+
+class Quiet:
+  """Per-step share of CPU time used by OTHER processes (/proc/stat minus our own CPU time).
+
+  On a shared 2-core machine another busy process makes 2-thread steps several times slower; steps
+  during which others used more than `threshold` of a core are not counted.
+  """
+
+  def __init__(self, threshold: float = 0.05):
+    self.threshold = threshold
+
+  @staticmethod
+  def _sample():
+    with open("/proc/stat") as f:
+      fields = [float(x) for x in f.readline().split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+    own = sum(os.times()[:2])
+    return busy / os.sysconf("SC_CLK_TCK"), own, time.perf_counter()
+
+  def measure(self, fn):
+    """(seconds, other processes' CPU in cores) of one call."""
+    b0, o0, t0 = self._sample()
+    fn()
+    b1, o1, t1 = self._sample()
+    return t1 - t0, max(b1 - b0 - (o1 - o0), 0.0) / (t1 - t0)
+
+
+def time_steps(step, state, batch, *, steps: int, warmup: int, max_steps: int, quiet: Quiet):
+  """Runs warmup + timed steps; returns (state, clean step times, contended flag, all times)."""
+  holder = {"state": state}
+
+  def one():
+    holder["state"], metrics = step(holder["state"], batch)
+    jax.block_until_ready(metrics["loss"])
+
+  for _ in range(warmup):
+    one()
+  clean, everything = [], []
+  while len(clean) < steps and len(everything) < max_steps:
+    seconds, others = quiet.measure(one)
+    everything.append(seconds)
+    if others <= quiet.threshold:
+      clean.append(seconds)
+  contended = len(clean) < steps
+  return holder["state"], (clean or everything)[-steps:], contended, everything
+
+
+def _real_state(config):
+  from basic_core import optim
+  from basic_core.models import build_model
+  fns, params = step_lib.split_model(build_model(config.model, config.seed), config)
+  tx = optim.make_optimizer(config)
+  return fns, step_lib.init_state(params, tx), tx
+
+
+def memory_row(config, mode: str, *, time_it: bool, steps: int) -> dict:
+  compiled = memory.compile_step(config, mode=mode)
+  mem = memory.compiled_memory(compiled)
+  batch = config.train.batch_size
+  row = dict(mode=mode, batch=batch, microbatch=config.train.microbatch_size or batch,
+             remat=config.model.remat, **mem)
+  if time_it:
+    fns, state, tx = _real_state(config)
+    step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode))
+    _, times, contended, _ = time_steps(step, state, random_batch(config, batch), steps=steps,
+                                        warmup=1, max_steps=3 * steps, quiet=Quiet())
+    row.update(step_s=statistics.median(times), samples_per_s=batch / statistics.median(times),
+               contended=contended)
+  else:
+    row.update(step_s=None, samples_per_s=None, contended=None)
+  return row
+
+
+def memory_grid(config, batches, microbatches, policies, modes):
+  for batch in batches:
+    for mode in modes:
+      for policy in policies:
+        for micro in (microbatches if mode == "accumulate" else (batch,)):
+          if micro > batch or batch % micro:
+            continue
+          yield memory.with_overrides(config, train__batch_size=batch,
+                                      train__microbatch_size=0 if mode == "naive" else micro,
+                                      model__remat=policy), mode
+
+
+def _ints(text: str) -> tuple[int, ...]:
+  return tuple(int(x) for x in text.split(","))
+
+
+def _print_table(rows: list[dict]) -> None:
+  print(f"{'mode':<10} {'batch':>6} {'micro':>6} {'remat':<32} {'temp MiB':>9} {'args MiB':>9} "
+        f"{'step s':>7} {'samples/s':>9}")
+  for r in rows:
+    step = f"{r['step_s']:.3f}" if r["step_s"] else "-"
+    sps = f"{r['samples_per_s']:.0f}" if r["samples_per_s"] else "-"
+    print(f"{r['mode']:<10} {r['batch']:>6} {r['microbatch']:>6} {r['remat']:<32} "
+          f"{r['temp_bytes'] / 2**20:>9.1f} {r['argument_bytes'] / 2**20:>9.1f} {step:>7} {sps:>9}")
+
+
+def plot_memory(rows: list[dict], path: Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import pandas as pd
+  import seaborn as sns
+  from matplotlib import pyplot as plt
+
+  df = pd.DataFrame(rows)
+  df["temp_MiB"] = df["temp_bytes"] / 2**20
+  df["step"] = np.where(df["mode"] == "naive", "naive (full batch)",
+                        "accumulate, microbatch " + df["microbatch"].astype(str))
+  df["step"] = df["step"] + ", remat " + df["remat"]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  sns.lineplot(df, x="batch", y="temp_MiB", hue="step", marker="o", ax=ax)
+  ax.set(xscale="log", yscale="log", xlabel="contrastive batch size N",
+         ylabel="compiled temp memory of the train step (MiB)",
+         title="Train-step memory vs contrastive batch (XLA memory analysis)")
+  ax.set_xticks(sorted(df["batch"].unique()), [str(b) for b in sorted(df["batch"].unique())])
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+
+
+def cmd_memory(args) -> int:
+  config = get_config(args.config, args.set)
+  if args.memory_budget:
+    budget = memory.parse_bytes(args.memory_budget)
+    config = memory.with_overrides(config, train__batch_size=args.batch or config.train.batch_size)
+    log = (lambda r: print(json.dumps(r))) if args.json else (
+        lambda r: print(f"  remat={r['remat']:<32} microbatch={r['microbatch']:>6} "
+                        f"peak={r['peak_bytes'] / 2**20:9.1f} MiB  fits={r['fits']}"))
+    result = memory.plan(config, budget, log=log)
+    c = result["choice"]
+    msg = (f"chose remat={c['remat']}, microbatch={c['microbatch']} for contrastive batch "
+           f"{config.train.batch_size}: peak {c['peak_bytes'] / 2**20:.1f} MiB <= budget "
+           f"{budget / 2**20:.1f} MiB")
+    print(json.dumps(dict(choice=c, budget_bytes=budget)) if args.json else msg)
+    return 0
+  batches = (args.batch,) if args.batch else _ints(args.batches)
+  rows = []
+  for cfg, mode in memory_grid(config, batches, _ints(args.microbatches), args.remat.split(","),
+                               args.modes.split(",")):
+    time_it = not args.no_time and cfg.train.batch_size <= args.time_max_batch
+    row = memory_row(cfg, mode, time_it=time_it, steps=args.steps)
+    rows.append(row)
+    if args.json:
+      print(json.dumps(row), flush=True)
+  if not args.json:
+    _print_table(rows)
+  if args.out:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  if args.plot:
+    plot_memory(rows, args.plot)
+  return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# throughput
+
+
+def throughput_row(config, mode: str, *, steps: int, warmup: int, max_steps: int) -> dict:
+  """One mode, measured in this process: compile time, step times, FLOPs, peak RSS."""
+  fns, state, tx = _real_state(config)
+  batch = random_batch(config, config.train.batch_size)
+  step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  mem = memory.compiled_memory(compiled)
+  _, times, contended, everything = time_steps(compiled, state, batch, steps=steps, warmup=warmup,
+                                               max_steps=max_steps, quiet=Quiet())
+  median = statistics.median(times)
+  n = config.train.batch_size
+  return dict(
+      config=config.name, mode=mode, batch=n, microbatch=config.train.microbatch_size or n,
+      remat=config.model.remat, step_s_median=median, step_s_min=min(times), step_s_max=max(times),
+      step_s_all=everything, samples_per_s=n / median, compile_s=compile_s,
+      flops_per_step=mem["flops"], flops_per_sample=mem["flops"] / n,
+      achieved_gflop_per_s=mem["flops"] / median / 1e9, temp_bytes=mem["temp_bytes"],
+      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, contended=contended,
+      devices=str(jax.devices()[0].device_kind), jax_version=jax.__version__)
+
+
+THROUGHPUT_MODES = {  # name -> (mode, microbatch divisor K, remat): the peer harness's three settings
+    "plain": ("naive", 1, "none"),
+    "accumulate": ("accumulate", 4, "none"),
+    "accumulate+remat": ("accumulate", 4, "full"),
+}
+
+
+def cmd_throughput(args) -> int:
+  if args.one:
+    name = args.one
+    mode, k, remat = THROUGHPUT_MODES[name]
+    base = get_config(args.config, args.set)
+    batch = args.batch or (base.train.batch_size * (k if mode == "accumulate" else 1))
+    config = memory.with_overrides(base, train__batch_size=batch,
+                                   train__microbatch_size=batch // k if k > 1 else 0, model__remat=remat)
+    row = dict(name=name, **throughput_row(config, mode, steps=args.steps, warmup=args.warmup,
+                                           max_steps=args.max_steps))
+    print(json.dumps(row), flush=True)
+    return 0
+  rows = []
+  for name in args.modes.split(","):
+    cmd = [sys.executable, "-m", "basic_core.bench", "throughput", "--config", args.config,
+           "--one", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--max-steps", str(args.max_steps)] + [f"--set={s}" for s in args.set]
+    if args.batch:
+      cmd += ["--batch", str(args.batch)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    row = json.loads(out.strip().splitlines()[-1])
+    rows.append(row)
+    if args.json:
+      print(json.dumps(row), flush=True)
+    else:
+      print(f"{row['name']:<18} batch {row['batch']:>5} micro {row['microbatch']:>5} "
+            f"{row['samples_per_s']:8.1f} samples/s  step {row['step_s_median']:.3f} s  "
+            f"{row['achieved_gflop_per_s']:6.1f} GFLOP/s  RSS {row['peak_rss_mb']:.0f} MB"
+            f"{'  (contended)' if row['contended'] else ''}", flush=True)
+  if args.out:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  m = sub.add_parser("memory", help="compiled memory (and step time) over a grid; or --memory-budget")
+  m.add_argument("--config", default="tiny")
+  m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  m.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
+  m.add_argument("--batch", type=int, help="a single contrastive batch size")
+  m.add_argument("--microbatches", default="128")
+  m.add_argument("--remat", default="none,full")
+  m.add_argument("--modes", default="naive,accumulate")
+  m.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+  m.add_argument("--time-max-batch", type=int, default=8192, help="time only batches up to this")
+  m.add_argument("--no-time", action="store_true", help="compile only")
+  m.add_argument("--memory-budget", help="plan: e.g. 8GiB; picks remat and microbatch that fit")
+  m.add_argument("--json", action="store_true")
+  m.add_argument("--out", type=Path, help="also write the JSON lines here")
+  m.add_argument("--plot", type=Path, help="draw memory vs contrastive batch to this PNG")
+  m.set_defaults(fn=cmd_memory)
+  t = sub.add_parser("throughput", help="steady-state samples/s per mode, one process per mode")
+  t.add_argument("--config", default="peer-vit")
+  t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  t.add_argument("--modes", default=",".join(THROUGHPUT_MODES))
+  t.add_argument("--batch", type=int, help="global batch (default: the config's, x4 when accumulating)")
+  t.add_argument("--steps", type=int, default=5)
+  t.add_argument("--warmup", type=int, default=2)
+  t.add_argument("--max-steps", type=int, default=12)
+  t.add_argument("--one", choices=tuple(THROUGHPUT_MODES), help=argparse.SUPPRESS)
+  t.add_argument("--json", action="store_true")
+  t.add_argument("--out", type=Path)
+  t.set_defaults(fn=cmd_throughput)
+  args = parser.parse_args(argv)
+  return args.fn(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

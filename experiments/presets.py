@@ -1,0 +1,82 @@
+"""Sweep presets: what varies, what is held fixed, and the learning-rate rule, as data.
+
+Every run of a sweep is `basic_core.train` on a base preset plus overrides; only the swept axes change.
+Learning-rate rule (stated here because it is a choice the result depends on): AdamW at the same peak
+learning rate for every contrastive batch size, linear warmup over 10% of the run's steps, then cosine
+decay. Contrastive batches above `max_microbatch` run the BASIC accumulation step with that microbatch,
+so the contrastive batch is never limited by memory.
+
+Budgets: `samples` gives every run the same number of training pairs seen (steps = samples / N, the
+fair comparison for a fixed compute budget); `steps` gives every run the same number of updates
+(large batches then see more pairs), the paper's "same number of steps" comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+# Model sizes for the model-scaling axis: overrides on top of the base preset.
+MODEL_SIZES = {
+    "xs": ("model.embed_dim=32", "model.image.vit.width=32", "model.text.width=32",
+           "model.image.vit.layers=1", "model.text.layers=1"),
+    "s": (),  # the base preset as it is (tiny: width 64, 2 layers)
+    "m": ("model.embed_dim=128", "model.image.vit.width=128", "model.text.width=128",
+          "model.image.vit.heads=4", "model.text.heads=4", "model.image.vit.layers=3",
+          "model.text.layers=3"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """A grid of runs: models x training-set sizes x contrastive batch sizes x seeds."""
+  name: str
+  batch_sizes: tuple[int, ...]
+  seeds: tuple[int, ...] = (0, 1, 2)
+  config: str = "tiny"
+  overrides: tuple[str, ...] = ()
+  budget: str = "samples"  # samples | steps
+  samples: int = 0  # training pairs seen per run (budget=samples)
+  steps: int = 0  # updates per run (budget=steps)
+  max_microbatch: int = 256
+  num_train: tuple[int, ...] = (0,)  # 0 = the base preset's data.num_train
+  models: tuple[str, ...] = ("s",)
+  warmup_frac: float = 0.1
+
+  def __post_init__(self):
+    if self.budget not in ("samples", "steps"):
+      raise ValueError(f"budget must be 'samples' or 'steps', got {self.budget!r}")
+    if (self.budget == "samples" and self.samples <= 0) or (self.budget == "steps" and self.steps <= 0):
+      raise ValueError(f"sweep {self.name!r}: budget {self.budget} needs a positive {self.budget}")
+    unknown = [m for m in self.models if m not in MODEL_SIZES]
+    if unknown:
+      raise ValueError(f"unknown model size(s) {unknown}; known: {sorted(MODEL_SIZES)}")
+
+
+_EVAL = ("eval.batch_size=256", "eval.num_pairs=1024", "eval.num_images=512", "train.progress=False")
+
+PRESETS = {
+    # Under 3 minutes on a 2-core CPU: the tests and the README's first command use it.
+    "smoke": Sweep(name="smoke", batch_sizes=(16, 64, 256), samples=256 * 24,
+                   overrides=_EVAL + ("data.num_train=4096", "data.num_test=1024",
+                                      "train.checkpoint_every=8", "train.log_every=4")),
+    # Under 30 minutes on a 2-core CPU: the committed figures and README table.
+    "default": Sweep(name="default", batch_sizes=(16, 32, 64, 128, 256, 512, 1024), samples=1024 * 120,
+                     overrides=_EVAL + ("data.num_train=8192", "data.num_test=1024",
+                                        "train.checkpoint_every=50", "train.log_every=10")),
+    # Hours: 16..4096, 5 seeds, data and model scaling crossed with batch size.
+    "full": Sweep(name="full", batch_sizes=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+                  seeds=(0, 1, 2, 3, 4), samples=4096 * 200, num_train=(8192, 32768),
+                  models=("xs", "s", "m"),
+                  overrides=_EVAL + ("data.num_test=2048", "train.checkpoint_every=100",
+                                     "train.log_every=20")),
+    # The same budget counted in steps instead of samples (second mode of the sweep).
+    "default-steps": Sweep(name="default-steps", batch_sizes=(16, 64, 256, 1024), budget="steps",
+                           steps=200, overrides=_EVAL + ("data.num_train=8192", "data.num_test=1024",
+                                                         "train.checkpoint_every=50",
+                                                         "train.log_every=10")),
+    # Data and model scaling, each crossed with batch size.
+    "scaling": Sweep(name="scaling", batch_sizes=(32, 256), samples=1024 * 80,
+                     num_train=(2048, 8192), models=("xs", "s", "m"),
+                     overrides=_EVAL + ("data.num_test=1024", "train.checkpoint_every=50",
+                                        "train.log_every=10")),
+}

@@ -1,0 +1,152 @@
+"""The trainer end to end: learning, exact resume after a kill, bad inputs, phase-1 pretraining + LiT."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from basic_core import checkpoint, train
+from basic_core.configs import ConfigError, get_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small, quick variant of `tiny` for tests that only check plumbing.
+QUICK = ["train.batch_size=32", "train.log_every=5", "train.checkpoint_every=10", "train.progress=False",
+         "data.num_train=2000", "data.num_test=256", "eval.batch_size=64", "eval.num_pairs=256",
+         "eval.num_images=128"]
+
+
+def _params(workdir: Path, step: int | None = None):
+  """Parameters of a workdir's checkpoint as flat numpy arrays."""
+  config = get_config("tiny", [f"{k}={v!r}" for k, v in checkpoint.flatten(
+      json.loads((workdir / "config.json").read_text())).items() if k != "name"])
+  _, state, *_ = train.setup(config)
+  ckpt = checkpoint.Checkpointer(workdir, 5)
+  restored, _ = ckpt.restore(state, step)
+  ckpt.close()
+  return [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
+
+
+def _cli(workdir: Path, *extra: str, steps: int = 40) -> subprocess.Popen:
+  cmd = [sys.executable, "-m", "basic_core.train", "--config", "tiny", "--workdir", str(workdir),
+         "--steps", str(steps)] + [f"--set={s}" for s in QUICK + list(extra)]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "XLA_FLAGS": ""})
+
+
+@pytest.mark.slow
+def test_tiny_learns_and_beats_chance(tmp_path):
+  """A few hundred steps of `tiny`: the loss falls clearly and zero-shot accuracy beats chance."""
+  config = get_config("tiny", ["train.progress=False", "train.steps=300"])
+  results = train.train(config, tmp_path)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["loss"] for r in records if "loss" in r and "lr" in r]
+  assert losses[-1] < 0.6 * losses[0], losses
+  for name in ("colour", "shape"):
+    chance = 1.0 / len(next(t for t in train._eval_suite(config, None).tasks if t.name == name).classnames)
+    assert results[f"zeroshot_{name}_top1"] > chance + 0.15, (name, results[f"zeroshot_{name}_top1"], chance)
+
+
+def test_metrics_schema_and_short_run(tmp_path):
+  config = get_config("tiny", QUICK + ["train.steps=10"])
+  results = train.train(config, tmp_path)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  step_records = [r for r in records if "lr" in r]
+  assert [r["step"] for r in step_records] == [5, 10]
+  for key in ("step", "loss", "logit_scale", "lr", "grad_norm", "samples_per_s", "contrastive_batch_size"):
+    assert key in step_records[0], key
+  assert step_records[0]["contrastive_batch_size"] == 32
+  assert "heldout_loss" in results and "gap_fixed_eval" in results
+  assert any(k.startswith("zeroshot_") for k in results)
+  assert list((tmp_path / "tb").iterdir()), "no TensorBoard event file"
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+  """SIGTERM mid-run, re-run the same command: final parameters equal an uninterrupted run exactly."""
+  full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+  assert _cli(full).wait() == 0
+  proc = _cli(interrupted)
+  metrics = interrupted / "metrics.jsonl"
+  deadline = time.time() + 120
+  while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  stopped_at = checkpoint.Checkpointer(interrupted, 5).latest_step()
+  assert 0 < stopped_at < 40, stopped_at
+  assert _cli(interrupted).wait() == 0
+  for a, b in zip(_params(full, 40), _params(interrupted, 40)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.text.layerz=4", "unknown config key 'model.text.layerz'"),
+    ("model.text.heads=3", "not divisible by heads"),
+    ("train.microbatch_size=24", "not divisible by train.microbatch_size"),
+])
+def test_bad_config_is_one_clear_message(tmp_path, override, message):
+  proc = _cli(tmp_path, override, steps=5)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2
+  assert message in err and "Traceback" not in err, err
+
+
+def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
+  train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path)
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  with pytest.raises(checkpoint.CheckpointError, match="another config.*model.embed_dim"):
+    train.train(get_config("tiny", QUICK + ["train.steps=5", "model.embed_dim=32"]), tmp_path)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_nan_loss_stops_without_touching_checkpoints(tmp_path):
+  train.train(get_config("tiny", QUICK + ["train.steps=10"]), tmp_path)
+  before = {p.name: p.stat().st_mtime for p in (tmp_path / "checkpoints").iterdir()}
+  exploding = get_config("tiny", QUICK + ["train.steps=20", "optim.lr=1e30", "optim.clip_norm=0.0",
+                                          "optim.warmup_steps=1"])
+  with pytest.raises(train.TrainingError, match="loss is nan"):
+    train.train(exploding, tmp_path)
+  after = {p.name: p.stat().st_mtime for p in (tmp_path / "checkpoints").iterdir()}
+  assert after == before
+
+
+def test_pretrain_then_frozen_image_tower(tmp_path):
+  """Phase 1 changes the image tower; with freeze_image=all phase 2 leaves it exactly as phase 1 did."""
+  config = get_config("tiny", QUICK + ["train.steps=10", "pretrain.steps=20", "train.freeze_image=all"])
+  train.train(config, tmp_path)
+  fresh = [np.asarray(x) for x in jax.tree.leaves(train.setup(config)[1]["params"]["image"])]
+  ckpt = checkpoint.Checkpointer(tmp_path, 5)
+  _, state, *_ = train.setup(config)
+  after_pretrain = [np.asarray(x) for x in jax.tree.leaves(ckpt.restore(state, 0)[0]["params"]["image"])]
+  final_state = ckpt.restore(state, 10)[0]
+  final = [np.asarray(x) for x in jax.tree.leaves(final_state["params"]["image"])]
+  text_0 = [np.asarray(x) for x in jax.tree.leaves(ckpt.restore(state, 0)[0]["params"]["text"])]
+  text_10 = [np.asarray(x) for x in jax.tree.leaves(final_state["params"]["text"])]
+  ckpt.close()
+  assert any(not np.array_equal(a, b) for a, b in zip(fresh, after_pretrain)), "pretraining did nothing"
+  for a, b in zip(after_pretrain, final):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(text_0, text_10)), "text tower did not train"
+
+
+def test_evaluate_cli(tmp_path):
+  train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path)
+  out = subprocess.run([sys.executable, "-m", "basic_core.evaluate", "--workdir", str(tmp_path), "--json"],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""})
+  assert out.returncode == 0, out.stderr
+  results = json.loads(out.stdout.strip().splitlines()[-1])
+  assert results["step"] == 5 and 0 <= results["retrieval_i2t_r1"] <= 1
+
+
+def test_config_errors_name_the_key():
+  with pytest.raises(ConfigError, match="expects int"):
+    get_config("tiny", ["train.batch_size=abc"])
+  with pytest.raises(ConfigError, match="unknown config 'huge'"):
+    get_config("huge")

@@ -24,6 +24,9 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q
 
+sweep: setup
+	$(PY) -m experiments.batch_size_sweep --preset smoke --out runs/sweep-smoke
+
 tiny: setup
 	$(PY) -m basic_core.train --config tiny --workdir runs/tiny
 

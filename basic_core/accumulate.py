@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from basic_core.models.layers import constrain
+
 # embed_fn(params, batch, example_keys) -> (image_emb [B, D], text_emb [B, D])
 EmbedFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array]]
 # head_loss_fn(image_emb [N, D], text_emb [N, D], params) -> scalar loss
@@ -40,13 +42,19 @@ def example_keys(key: jax.Array, n: int) -> jax.Array:
 
 
 def to_microbatches(tree, k: int):
-  """[N, ...] -> [K, M, ...] with microbatch k = examples k, k + K, ... (strided; see module doc)."""
-  return jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), tree)
+  """[N, ...] -> [K, M, ...] with microbatch k = examples k, k + K, ... (strided; see module doc).
+
+  Under a mesh, each microbatch stays split over the batch axis (all devices work on every one).
+  """
+  return jax.tree.map(lambda x: constrain(
+      jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), (None, "batch")), tree)
 
 
 def from_microbatches(tree):
-  """Inverse of `to_microbatches`: [K, M, ...] -> [N, ...] in the original example order."""
-  return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:]), tree)
+  """Inverse of `to_microbatches`: [K, M, ...] -> [N, ...] in the original example order, split over
+  the batch axis under a mesh (the cached embeddings: global, but no device holds them all)."""
+  return jax.tree.map(lambda x: constrain(jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:]), ("batch",)),
+                      tree)
 
 
 def naive_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, params, batch: dict,

@@ -4,7 +4,10 @@ Flags (or the environment variables in brackets) name the coordinator and this p
   --coordinator HOST:PORT [BASIC_COORDINATOR]  --num-processes N [BASIC_NUM_PROCESSES]
   --process-id I [BASIC_PROCESS_ID]
 Without them the run is single-process (on a cluster JAX may also detect them itself, e.g. SLURM/TPU).
-Each process then loads its own shard of every batch (see data.train_pipeline's process_index).
+Each process then loads its own shard of every batch (see data.train_pipeline's process_index), the
+arrays are global across processes, and orbax writes and reads checkpoints collectively.
+On CPU, cross-process collectives go through gloo; `scripts/launch_local.py` starts N local processes
+(N x simulated devices) to test all of this on one machine.
 """
 
 from __future__ import annotations
@@ -45,5 +48,8 @@ def initialize() -> None:
     missing = [k for k, v in settings.items() if v is None]
     if missing:
       raise ValueError(f"multi-host run needs {', '.join(missing)} (flags or environment)")
+    # Cross-process collectives of CPU devices (already the default in jax 0.10; pinned, since
+    # without it CPU arrays cannot span processes). GPU / TPU devices are unaffected.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**settings)
     _SETTINGS["started"] = True

@@ -123,8 +123,17 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, *, frozen_i
 
 
 def jit_train_step(step: Callable, state_sharding=None, batch_sharding=None) -> Callable:
-  """Jit with the state donated; shardings pin the layout so every step reuses the same buffers."""
+  """Jit with the state donated; shardings pin the layout so every step reuses the same buffers.
+
+  With shardings the step is traced under their mesh, so the towers' activation constraints apply.
+  """
   if state_sharding is None:
     return jax.jit(step, donate_argnums=(0,))
-  return jax.jit(step, donate_argnums=(0,), in_shardings=(state_sharding, batch_sharding),
+  mesh = batch_sharding.mesh
+
+  def step_on_mesh(state, batch):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return step(state, batch)
+
+  return jax.jit(step_on_mesh, donate_argnums=(0,), in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, None))

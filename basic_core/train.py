@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -89,7 +90,7 @@ def setup(config, workdir: Path | None = None):
   fns, params = step_lib.split_model(build_model(config.model, config.seed), config)
   tx = optim.make_optimizer(config)
   state = step_lib.init_state(params, tx)
-  state_sharding = sharding.state_shardings(state, mesh)
+  state_sharding = sharding.state_shardings(state, mesh, sharding.config_rules(config.mesh))
   state = jax.device_put(state, state_sharding)
   return fns, state, tx, tokenizer, mesh, state_sharding
 
@@ -197,7 +198,7 @@ def _meta(pipeline, tokenizer, config) -> dict:
 
 def _evaluate(fns, state, tokenizer, config) -> dict:
   suite = _eval_suite(config, tokenizer)
-  return evaluate.evaluate(fns, jax.device_get(state["params"]), tokenizer, suite)
+  return evaluate.evaluate(fns, sharding.to_host(state["params"]), tokenizer, suite)
 
 
 _SUITES = {}
@@ -250,8 +251,10 @@ def main(argv=None) -> int:
   try:
     config = get_config(args.config, overrides)
     results = train(config, args.workdir)
-  except (ConfigError, checkpoint.CheckpointError, sharding.ShardingError, TrainingError,
-          data.DataError) as e:
+  except (ConfigError, checkpoint.CheckpointError, sharding.ShardingError, TrainingError, ValueError,
+          OSError) as e:  # bad input: one clear line (BASIC_TRACEBACK=1 shows the traceback)
+    if os.environ.get("BASIC_TRACEBACK"):
+      raise
     print(f"error: {e}", file=sys.stderr)
     return 2
   summary = {k: v for k, v in results.items() if k.endswith("top1") or "loss" in k or "gap" in k}

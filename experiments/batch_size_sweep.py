@@ -18,6 +18,7 @@ Gap definitions (both per run, both with the run's own final weights):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -86,14 +87,21 @@ def main(argv=None) -> int:
   parser.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
   parser.add_argument("--out", required=True, type=Path)
   parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+  parser.add_argument("--batch-sizes", help="override the preset's, e.g. 16,64,256")
+  parser.add_argument("--seeds", help="override the preset's, e.g. 0,1,2")
   parser.add_argument("--no-figures", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
   if args.preset not in PRESETS:
     print(f"error: unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}", file=sys.stderr)
     return 2
+  sweep = PRESETS[args.preset]
   try:
-    df = run_sweep(PRESETS[args.preset], args.out, jobs=args.jobs, progress=not args.quiet)
+    for field in ("batch_sizes", "seeds"):
+      value = getattr(args, field)
+      if value:
+        sweep = dataclasses.replace(sweep, **{field: tuple(int(x) for x in value.split(","))})
+    df = run_sweep(sweep, args.out, jobs=args.jobs, progress=not args.quiet)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -91,6 +91,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment = True
   c.data.tokenizer = "builtin"  # builtin | path to a tokenizers JSON | clip-bpe:PATH
   c.data.seed = 0  # the data universe; train.seed-independent so seeds share data
+  c.data.test = ""  # real data's held-out pairs (CSV / shards); "" = a seeded tenth of data.train
+  c.data.csv_image_key = "filepath"  # CSV/TSV columns (OpenCLIP's defaults)
+  c.data.csv_caption_key = "title"
+  c.data.csv_label_key = ""  # optional integer class column, for supervised pretraining
+  c.data.eval_folder = ""  # image folder + classnames.json + templates.json: an extra zero-shot task
 
   # --- evaluation ---------------------------------------------------------------------------------
   c.eval = ml_collections.ConfigDict()
@@ -99,5 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_images = 512  # images per zero-shot task
 
   # --- devices --------------------------------------------------------------------------------------
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  # data x model devices (-1 = the rest); rules: tensor | fsdp | replicate | none (see sharding.py);
+  # extra_rules: (regex, spec) pairs tried before them, e.g. (('qkv/kernel', (None, 'model')),)
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, rules="tensor", extra_rules=()))
   return c

@@ -1,0 +1,48 @@
+"""Which pairs a config names: data.train is `builtin` (data.name: scenes | digits), a CSV/TSV file, or
+WebDataset shards (comma-separated or a brace pattern); the held-out pairs go with it.
+
+Real data takes its held-out pairs from data.test when set, otherwise a seeded tenth of data.train
+(at most data.num_test pairs) is kept out of training.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from basic_core.data import wds
+from basic_core.data.benchmark import ScenesBenchmark
+from basic_core.data.csv_pairs import read_csv
+from basic_core.data.digits import Digits
+from basic_core.data.source import EncodedPairs, Source
+
+
+def builtin(config) -> ScenesBenchmark | Digits:
+  d = config.data
+  if d.name == "scenes":
+    return ScenesBenchmark.from_config(config)
+  if d.name == "digits":
+    return Digits(d.seed, config.model.image.image_size, d.noise)
+  raise ValueError(f"data.name must be 'scenes' or 'digits', got {d.name!r}")
+
+
+def read_pairs(spec: str, config) -> EncodedPairs:
+  d, size = config.data, config.model.image.image_size
+  if spec.lower().endswith((".csv", ".tsv")):
+    return read_csv(spec, size, d.csv_image_key, d.csv_caption_key, d.csv_label_key)
+  return wds.read_shards(wds.expand(spec), size)
+
+
+def train_and_test(config, sets: ScenesBenchmark | Digits | None = None) -> tuple[Source, Source]:
+  """(train, held-out) sources; `sets` is builtin(config) when the caller has it already."""
+  d = config.data
+  if d.train == "builtin":
+    sets = sets or builtin(config)
+    return sets.train, sets.test
+  train = read_pairs(d.train, config)
+  if d.test:
+    return train, read_pairs(d.test, config)
+  num_test = min(d.num_test, len(train) // 10)
+  order = np.random.default_rng([d.seed, zlib.crc32(b"real/test")]).permutation(len(train))
+  return train.subset(np.sort(order[num_test:])), train.subset(np.sort(order[:num_test]))

@@ -1,0 +1,210 @@
+"""Pieces every tower shares: the pre-LN Transformer block, stacks of identical blocks, dropout, remat.
+
+Three conventions hold in every tower:
+- Randomness is explicit. A block's `__call__(x, *, key=None)` takes a `jax.random` key and uses it
+  only for dropout; with `key=None` the model is deterministic. No `nnx.Rngs` is read at call time, so
+  replaying a key replays the function (BASIC's accumulation runs every microbatch twice).
+- Parameters are float32; `Options.dtype` is the compute dtype (bfloat16 halves activation memory).
+  Softmax logits are computed in float32.
+- `Stack` holds n identical blocks. With `Options.scan` they are stored stacked (leading layer axis) and
+  run under `lax.scan`; otherwise as a list in a Python loop. Either way each block runs under the remat
+  policy. On XLA:CPU remat only saves memory inside a scan (see the project's jax_env_notes, section 3).
+  Both layouts draw identical initial weights (block i is built from key i), so switching layout
+  changes the parameter paths (`blocks/attn/...` vs `blocks/3/attn/...`), never the function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+ACTIVATION_RULES = {"batch": "data"}
+"""Logical activation axis -> mesh axis; names not listed are replicated. A sharding module may extend it."""
+
+SEQ = ("batch", "seq", "embed")  # logical names of B x L x D activations
+IMAGE = ("batch", "height", "width", "embed")  # logical names of B x H x W x C activations
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute the rest
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+"""`model.remat` -> `jax.checkpoint` policy; `none` means no checkpointing."""
+
+LN_EPS = 1e-5  # OpenCLIP's LayerNorm epsilon
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How blocks are run; shared by every tower."""
+  dtype: jnp.dtype = jnp.float32  # compute dtype; parameters are always float32
+  dropout: float = 0.0  # residual-branch dropout rate, applied only when a key is given
+  remat: str = "none"  # none | a key of REMAT_POLICIES
+  scan: bool = True  # stacked blocks under lax.scan, else a Python loop
+
+
+def constrain(x: jax.Array, names: Sequence[str]) -> jax.Array:
+  """Shards activation `x` by logical axis `names` under the active mesh; a no-op without one."""
+  if not jax.sharding.get_abstract_mesh().axis_names:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(*[ACTIVATION_RULES.get(n) for n in names]))
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout driven by an explicit key; the identity when key is None or rate is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def fold(key: jax.Array | None, i: int) -> jax.Array | None:
+  """`fold_in(key, i)`, passing None through (no key = no dropout anywhere below)."""
+  return None if key is None else jax.random.fold_in(key, i)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=False)  # exact erf GELU, as torch.nn.GELU in OpenCLIP
+
+
+def layer_norm(dim: int, opts: Options, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  return nnx.LayerNorm(dim, epsilon=LN_EPS, dtype=opts.dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+def linear(d_in: int, d_out: int, opts: Options, rngs: nnx.Rngs, **kw) -> nnx.Linear:
+  return nnx.Linear(d_in, d_out, dtype=opts.dtype, param_dtype=jnp.float32, rngs=rngs, **kw)
+
+
+def relative_index(h: int, w: int) -> np.ndarray:
+  """[h*w, h*w] index into a (2h-1)(2w-1) table of the 2D offset between every pair of positions."""
+  coords_2xL = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij")).reshape(2, -1)
+  delta_2xLxL = coords_2xL[:, :, None] - coords_2xL[:, None, :]
+  return (delta_2xLxL[0] + h - 1) * (2 * w - 1) + (delta_2xLxL[1] + w - 1)
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention with OpenCLIP's layout: one qkv projection and one out projection, biased.
+
+  `causal` masks future positions (text). `rel_hw=(h, w)` adds a learned bias per head and 2D offset
+  over an h x w feature map (CoAtNet's relative attention); its table size depends on the map size.
+  `in_dim` may differ from `width` (CoAtNet's first block of a stage widens the features).
+  """
+
+  def __init__(self, in_dim: int, width: int, heads: int, *, causal: bool = False,
+               rel_hw: tuple[int, int] | None = None, opts: Options, rngs: nnx.Rngs):
+    self.qkv = linear(in_dim, 3 * width, opts, rngs)
+    self.out = linear(width, width, opts, rngs)
+    self.heads, self.causal, self.rel_hw = heads, causal, rel_hw
+    if rel_hw is not None:
+      h, w = rel_hw
+      init = nnx.initializers.normal(0.02)
+      self.rel_bias = nnx.Param(init(rngs.params(), ((2 * h - 1) * (2 * w - 1), heads), jnp.float32))
+
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    b, length, _ = x_BxLxD.shape
+    qkv_BxLx3xHxK = self.qkv(x_BxLxD).reshape(b, length, 3, self.heads, -1)
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
+    logits_BxHxLxL = jnp.einsum("blhk,bmhk->bhlm", q_BxLxHxK, k_BxLxHxK,
+                                preferred_element_type=jnp.float32)
+    logits_BxHxLxL = logits_BxHxLxL * q_BxLxHxK.shape[-1] ** -0.5
+    if self.rel_hw is not None:
+      index_LxL = relative_index(*self.rel_hw)
+      bias_HxLxL = jnp.moveaxis(self.rel_bias[...][index_LxL], -1, 0)
+      logits_BxHxLxL = logits_BxHxLxL + bias_HxLxL[None]
+    if self.causal:
+      future_LxL = np.triu(np.ones((length, length), bool), k=1)
+      logits_BxHxLxL = jnp.where(future_LxL[None, None], jnp.finfo(jnp.float32).min, logits_BxHxLxL)
+    probs_BxHxLxL = jax.nn.softmax(logits_BxHxLxL, axis=-1).astype(v_BxLxHxK.dtype)
+    out_BxLxHxK = jnp.einsum("bhlm,bmhk->blhk", probs_BxHxLxL, v_BxLxHxK)
+    return self.out(out_BxLxHxK.reshape(b, length, -1))
+
+
+class Mlp(nnx.Module):
+  """fc -> GELU -> proj, both biased."""
+
+  def __init__(self, width: int, hidden: int, *, opts: Options, rngs: nnx.Rngs):
+    self.fc = linear(width, hidden, opts, rngs)
+    self.proj = linear(hidden, width, opts, rngs)
+
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    return self.proj(gelu(self.fc(x_BxLxD)))
+
+
+class Block(nnx.Module):
+  """Pre-LN Transformer block, x += attn(ln_1(x)); x += mlp(ln_2(x)); used by ViT, text and CoAtNet.
+
+  For CoAtNet's first block of a stage, `in_dim != width` adds a linear shortcut and the caller's `pool`
+  downsamples both the residual stream and the normalised input: x <- proj(pool(x)) + attn(pool(ln(x))).
+  """
+
+  def __init__(self, width: int, heads: int, mlp_ratio: int, *, in_dim: int | None = None,
+               causal: bool = False, rel_hw: tuple[int, int] | None = None, opts: Options,
+               rngs: nnx.Rngs):
+    in_dim = in_dim or width
+    self.ln_1 = layer_norm(in_dim, opts, rngs)
+    self.attn = Attention(in_dim, width, heads, causal=causal, rel_hw=rel_hw, opts=opts, rngs=rngs)
+    self.ln_2 = layer_norm(width, opts, rngs)
+    self.mlp = Mlp(width, mlp_ratio * width, opts=opts, rngs=rngs)
+    self.shortcut = linear(in_dim, width, opts, rngs) if in_dim != width else None
+    self.rate = opts.dropout
+
+  def __call__(self, x_BxLxD: jax.Array, *, key: jax.Array | None = None,
+               pool: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    h_BxLxD = self.ln_1(x_BxLxD)
+    if pool is not None:
+      x_BxLxD, h_BxLxD = pool(x_BxLxD), pool(h_BxLxD)
+    if self.shortcut is not None:
+      x_BxLxD = self.shortcut(x_BxLxD)
+    x_BxLxD = x_BxLxD + dropout(self.attn(h_BxLxD), self.rate, fold(key, 0))
+    return x_BxLxD + dropout(self.mlp(self.ln_2(x_BxLxD)), self.rate, fold(key, 1))
+
+
+def run_block(block: nnx.Module, x: jax.Array, key: jax.Array | None, *, remat: str,
+              names: Sequence[str], **kwargs) -> jax.Array:
+  """`block(x, key=key, **kwargs)` under the remat policy, its output constrained to `names`.
+
+  The block is split into (graphdef, state) so that `jax.checkpoint` sees a pure function of arrays.
+  """
+  graphdef, state = nnx.split(block)
+
+  def apply(state, x, key):
+    return constrain(nnx.merge(graphdef, state)(x, key=key, **kwargs), names)
+
+  if remat != "none":
+    apply = jax.checkpoint(apply, policy=REMAT_POLICIES[remat])
+  return apply(state, x, key)
+
+
+class Stack(nnx.Module):
+  """`n` identical blocks built by `make_block(rngs)`, run one after another (see module docstring)."""
+
+  def __init__(self, make_block: Callable[[nnx.Rngs], nnx.Module], n: int, names: Sequence[str], *,
+               opts: Options, rngs: nnx.Rngs):
+    keys = jax.random.split(rngs.params(), n)
+    if opts.scan:
+      self.blocks = nnx.vmap(lambda k: make_block(nnx.Rngs(k)), in_axes=0, out_axes=0)(keys)
+    else:
+      self.blocks = nnx.List([make_block(nnx.Rngs(k)) for k in keys])
+    self.n, self.scan, self.remat, self.names = n, opts.scan, opts.remat, tuple(names)
+
+  def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+    keys = None if key is None else jax.random.split(key, self.n)
+    run = lambda block, x, key: run_block(block, x, key, remat=self.remat, names=self.names)
+    if not self.scan:
+      for i, block in enumerate(self.blocks):
+        x = run(block, x, None if keys is None else keys[i])
+      return x
+    graphdef, state = nnx.split(self.blocks)
+
+    def body(x, state_and_key):
+      state_i, key_i = state_and_key
+      return run(nnx.merge(graphdef, state_i), x, key_i), None
+
+    x, _ = jax.lax.scan(body, x, (state, keys))
+    return x

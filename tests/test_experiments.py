@@ -1,0 +1,85 @@
+"""The sweep: bad input fails before any run; a killed sweep resumes without duplicate or partial rows."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import stats
+from experiments.batch_size_sweep import main
+from experiments.presets import PRESETS
+from experiments.runner import plan_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sweep_cmd(out: Path, *extra: str) -> list[str]:
+  return [sys.executable, "-m", "experiments.batch_size_sweep", "--preset", "smoke", "--out", str(out),
+          "--quiet", "--no-figures", *extra]
+
+
+def test_unknown_preset_fails_before_any_run(tmp_path, capsys):
+  assert main(["--preset", "huge", "--out", str(tmp_path)]) == 2
+  assert "unknown preset 'huge'" in capsys.readouterr().err
+  assert not (tmp_path / "runs").exists()
+
+
+def test_batch_the_dataset_cannot_fill_fails_before_any_run(tmp_path, capsys):
+  assert main(["--preset", "smoke", "--out", str(tmp_path), "--batch-sizes", "16,8192"]) == 2
+  assert "exceeds the 4096 training pairs" in capsys.readouterr().err
+  assert not (tmp_path / "runs").exists()
+
+
+def test_run_ids_change_with_the_config():
+  a = {r.run_id for r in plan_runs(PRESETS["smoke"])}
+  assert len(a) == len(PRESETS["smoke"].batch_sizes) * len(PRESETS["smoke"].seeds)
+  changed = PRESETS["smoke"].__class__(**{**PRESETS["smoke"].__dict__, "samples": 1000})
+  assert not a & {r.run_id for r in plan_runs(changed)}
+
+
+def test_killed_sweep_resumes_without_duplicates(tmp_path):
+  """SIGKILL the sweep mid-run, re-run it: every run appears once, finished runs are not redone."""
+  cmd = _sweep_cmd(tmp_path, "--batch-sizes", "16,64", "--seeds", "0")
+  env = {**os.environ, "XLA_FLAGS": ""}
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  results = tmp_path / "results.csv"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (results.exists() and len(pd.read_csv(results)) >= 1):
+    time.sleep(0.5)
+  time.sleep(3)  # into the second run
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  first = pd.read_csv(results)
+  assert len(first) >= 1 and first["run_id"].is_unique
+  finished = {rid: (tmp_path / "runs" / rid / "eval.json").stat().st_mtime for rid in first["run_id"]}
+  assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True).returncode == 0
+  final = pd.read_csv(results)
+  assert sorted(final["batch_size"]) == [16, 64] and final["run_id"].is_unique
+  for rid, mtime in finished.items():
+    assert (tmp_path / "runs" / rid / "eval.json").stat().st_mtime == mtime, "finished run was redone"
+  assert any("gap" in c for c in final.columns) and any("zeroshot" in c for c in final.columns)
+
+
+def test_trend_detects_a_known_slope():
+  rng = np.random.default_rng(0)
+  n = np.repeat([16, 64, 256, 1024], 5)
+  shrinking = pd.DataFrame(dict(batch_size=n, gap=1.0 - 0.1 * np.log2(n) + rng.normal(0, 0.02, len(n))))
+  fit = stats.trend(shrinking, "gap")
+  assert fit["verdict"] == "shrinks with batch size"
+  assert fit["per_doubling"]["slope_ci_low"] < -0.1 < fit["per_doubling"]["slope_ci_high"]
+  flat = pd.DataFrame(dict(batch_size=n, gap=rng.normal(0, 0.02, len(n))))
+  assert stats.trend(flat, "gap")["verdict"] == "no significant trend"
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end(tmp_path):
+  assert main(["--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
+  df = pd.read_csv(tmp_path / "results.csv")
+  assert len(df) == 9 and set(df["batch_size"]) == {16, 64, 256}
+  assert (tmp_path / "figures" / "gap_vs_batch.png").exists()

@@ -1,0 +1,289 @@
+"""Towers and the two-tower model: shapes, parameter counts, keys, layouts, remat, dtype, temperature.
+
+Models are small overrides of the `tiny` preset. Compiles dominate the run time, so (1) variants that
+keep the parameter layout (remat policy, dropout, dtype, norm kind) reuse one model's weights under
+another config's graph (`variant`), and (2) the test programs are compiled without LLVM optimisation
+(`FAST`), which halves compile time and does not change what they compute.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from basic_core.configs import PRESETS, get_config
+from basic_core.models import TwoTower, build_model, count_params
+from basic_core.models.layers import REMAT_POLICIES, constrain
+from basic_core.models.text import end_positions
+
+COATNET = {  # a Stack in every stage; T stages on 4x4 and 2x2 maps, one of them widening at stride 1
+    "image.kind": "coatnet", "image.coatnet.stem": 16, "image.coatnet.blocks": (2, 2, 2, 2),
+    "image.coatnet.widths": (16, 32, 32, 64), "image.coatnet.head_dim": 16}
+B, L = 4, 24
+FAST = {"xla_backend_optimization_level": 0}
+fast_jit = functools.partial(jax.jit, static_argnums=0, compiler_options=FAST)
+
+
+def model_config(values=(), preset="tiny"):
+  """The preset's model config with `{"dotted.key": value}` set (values kept as given)."""
+  config = get_config(preset).model
+  for dotted, value in dict(values).items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    assert leaf in node, dotted
+    node[leaf] = value
+  return config
+
+
+def abstract(values):
+  config = model_config(values)
+  return nnx.eval_shape(lambda: TwoTower(config, rngs=nnx.Rngs(0)))
+
+
+def build(values=()):
+  """`build_model(config, seed=0)`, compiled with FAST."""
+  config = model_config(values)
+  init = jax.jit(lambda: nnx.state(TwoTower(config, rngs=nnx.Rngs(0))), compiler_options=FAST)
+  return nnx.merge(nnx.graphdef(abstract(values)), init())
+
+
+def variant(model, values):
+  """`model`'s weights under the graph of config `values` (which must keep the parameter layout)."""
+  return nnx.merge(nnx.graphdef(abstract(values)), nnx.state(model))
+
+
+@fast_jit
+def _embed(graphdef, state, images, tokens, key):
+  m = nnx.merge(graphdef, state)
+  key_image, key_text = (None, None) if key is None else (jax.random.fold_in(key, 0),
+                                                          jax.random.fold_in(key, 1))
+  return (m.encode_image(images, key=key_image), m.encode_text(tokens, key=key_text),
+          m.image(images, key=key_image), m.text(tokens, key=key_text))
+
+
+def embed(model, images, tokens, key=None):
+  """(image embedding, text embedding, image features, text features), compiled once per graph."""
+  return _embed(*nnx.split(model), images, tokens, key)
+
+
+@fast_jit
+def _loss_and_grads(graphdef, params, rest, images, tokens, key):
+
+  def loss(params):
+    m = nnx.merge(graphdef, params, rest)
+    img_BxD, txt_BxD = m(images, tokens, key=key)
+    logits_BxB = m.logit_scale() * img_BxD @ txt_BxD.T
+    return -jnp.mean(jnp.diag(jax.nn.log_softmax(logits_BxB, axis=1)))
+
+  return jax.value_and_grad(loss)(params)
+
+
+def loss_and_grads(model, images, tokens, key=None):
+  """A contrastive-style loss and its gradient w.r.t. every parameter, as a flat {path: array}."""
+  loss, g = _loss_and_grads(*nnx.split(model, nnx.Param, ...), images, tokens, key)
+  return loss, {path: v[...] for path, v in nnx.to_flat_state(g)}
+
+
+def unstacked(flat, loop_paths):
+  """Scan-layout {path: array} rearranged to the loop layout (`blocks/<i>/...` <- `blocks/...`[i])."""
+  out = {}
+  for path in loop_paths:
+    i = path.index("blocks") + 1 if "blocks" in path else None
+    out[path] = flat[path] if i is None else flat[path[:i] + path[i + 1:]][path[i]]
+  return out
+
+
+@pytest.fixture(scope="module")
+def inputs():
+  images = jax.random.uniform(jax.random.key(1), (B, 32, 32, 3), minval=-1, maxval=1)
+  tokens = jax.random.randint(jax.random.key(2), (B, L), 1, 1024)
+  ends = jnp.array([3, 7, 11, L - 1])
+  tokens = jnp.where(jnp.arange(L)[None] <= ends[:, None], tokens, 0)  # pad after each end token
+  return images, tokens
+
+
+@pytest.fixture(scope="module")
+def vit():
+  return build_model(model_config(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def coatnet():
+  return build(COATNET)
+
+
+@pytest.mark.parametrize("kind", ["vit", "coatnet"])
+def test_shapes_unit_norm_float32(kind, vit, coatnet, inputs):
+  model = {"vit": vit, "coatnet": coatnet}[kind]
+  img, txt, img_feat, txt_feat = embed(model, *inputs)
+  assert img.shape == txt.shape == (B, 64) and img.dtype == txt.dtype == jnp.float32
+  assert img_feat.shape == (B, model.image.out_dim) and txt_feat.shape == (B, model.text.out_dim)
+  np.testing.assert_allclose(jnp.linalg.norm(img, axis=-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(jnp.linalg.norm(txt, axis=-1), 1.0, atol=1e-5)
+
+
+def test_peer_vit_counts_exactly_like_openclip():
+  """OpenCLIP's 22,332,417 (../shared/bench/openclip_peer) plus our logit_bias."""
+  w, mlp, layers, patch, grid, vocab, context, embed_dim = 256, 1024, 6, 8, 8, 49408, 32, 256
+  ln = 2 * w
+  block = ln + (w * 3 * w + 3 * w) + (w * w + w) + ln + (w * mlp + mlp) + (mlp * w + w)  # 789,760
+  image = 3 * patch * patch * w + w + (1 + grid * grid) * w + ln + layers * block + ln + w * embed_dim
+  text = vocab * w + context * w + layers * block + ln + w * embed_dim
+  head = 2  # log_logit_scale (OpenCLIP's logit_scale) + logit_bias
+  assert (block, image, text) == (789_760, 4_871_168, 17_461_248)
+  counts = count_params(get_config("peer-vit").model)
+  assert counts == dict(image=image, text=text, head=head, total=22_332_418)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_counts_of_every_preset(preset):
+  counts = count_params(get_config(preset).model)
+  assert counts["total"] == counts["image"] + counts["text"] + counts["head"] > 0
+  if preset == "basic-l":  # about 3B weights (abstract), CoAtNet-7 about 2.44B
+    assert abs(counts["total"] - 3e9) < 0.1 * 3e9, counts
+    assert abs(counts["image"] - 2.44e9) < 0.1 * 2.44e9, counts
+
+
+def test_dropout_follows_the_key(vit, inputs):
+  model = variant(vit, {"dropout": 0.2})
+  key, other = jax.random.key(7), jax.random.key(8)
+  same_1, same_2, different = (embed(model, *inputs, k)[:2] for k in (key, key, other))
+  none_1, none_2 = (embed(model, *inputs)[:2] for _ in range(2))
+  for a, b, c, d in zip(same_1, same_2, different, none_1):
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3 and np.abs(a - d).max() > 1e-3
+  for a, b, c in zip(none_1, none_2, embed(vit, *inputs)[:2]):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, c, atol=1e-6)  # key=None is the dropout-free function
+
+
+def flat_params(model):
+  return {path: v[...] for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def assert_same_weights_in_both_layouts(loop, scan):
+  loop_params, scan_params = flat_params(loop), flat_params(scan)
+  assert len(loop_params) > len(scan_params)
+  for path, value in unstacked(scan_params, loop_params).items():
+    np.testing.assert_allclose(loop_params[path], value, atol=1e-7, err_msg=str(path))  # ulps
+
+
+def test_scan_and_loop_layouts_are_the_same_function(vit, inputs):
+  """Same seed -> same weights in both layouts; and, with dropout replayed from one key and a
+  different remat policy in each, the same loss and gradients."""
+  loop = build({"scan_layers": False, "dropout": 0.2, "remat": "full"})
+  scan = variant(vit, {"dropout": 0.2, "remat": "dots_with_no_batch_dims_saveable"})
+  assert_same_weights_in_both_layouts(loop, scan)
+  key = jax.random.key(3)
+  loop_loss, loop_grads = loss_and_grads(loop, *inputs, key)
+  scan_loss, scan_grads = loss_and_grads(scan, *inputs, key)
+  np.testing.assert_allclose(loop_loss, scan_loss, rtol=1e-5)
+  for path, g in unstacked(scan_grads, loop_grads).items():
+    np.testing.assert_allclose(loop_grads[path], g, atol=1e-5 * np.abs(g).max() + 1e-9,
+                               err_msg=str(path))
+
+
+def test_coatnet_scan_and_loop_layouts_agree(coatnet, inputs):
+  loop = build({**COATNET, "scan_layers": False})
+  assert_same_weights_in_both_layouts(loop, coatnet)
+  for a, b in zip(embed(loop, *inputs), embed(coatnet, *inputs)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_every_remat_policy_gives_the_same_gradients(vit, inputs):
+  _, reference = loss_and_grads(vit, *inputs)
+  for policy in REMAT_POLICIES:
+    _, policy_grads = loss_and_grads(variant(vit, {"remat": policy}), *inputs)
+    for path, g in policy_grads.items():
+      scale = np.abs(reference[path]).max() + 1e-12
+      assert np.abs(g - reference[path]).max() <= 1e-5 * scale, (policy, path)
+
+
+def test_remat_under_scan_lowers_compiled_temp_memory():
+  """memory_analysis is deterministic; remat only saves memory on XLA:CPU when blocks are scanned."""
+
+  def temp_bytes(scan, remat):
+    config = model_config({"image.vit.layers": 6, "image.vit.patch": 4, "scan_layers": scan,
+                           "remat": remat})
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: TwoTower(config, rngs=nnx.Rngs(0))).image)
+    loss = lambda state, x: jnp.sum(nnx.merge(graphdef, state)(x)**2)
+    images = jax.ShapeDtypeStruct((32, 32, 32, 3), jnp.float32)
+    lowered = jax.jit(jax.value_and_grad(loss)).lower(state, images)
+    compiled = lowered.compile(FAST)  # same buffer assignment as the default options
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  plain, remat = temp_bytes(True, "none"), temp_bytes(True, "full")
+  assert remat < 0.5 * plain, (remat, plain)  # measured: 30.1 MiB vs 110.9 MiB
+
+
+def test_bfloat16_compute_float32_params_and_embeddings(vit, inputs):
+  model = variant(vit, {"dtype": "bfloat16"})
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
+  img, txt, img_feat, _ = embed(model, *inputs)
+  assert img.dtype == txt.dtype == jnp.float32 and img_feat.dtype == jnp.bfloat16
+  np.testing.assert_allclose(jnp.linalg.norm(img, axis=-1), 1.0, atol=1e-5)
+  for a, b in zip((img, txt), embed(vit, *inputs)[:2]):
+    np.testing.assert_allclose(a, b, atol=0.05)
+
+
+def test_embeddings_do_not_depend_on_batch_mates(coatnet, inputs):
+  """No batch statistics anywhere (both CoAtNet norms): microbatching cannot change an embedding."""
+  images, tokens = inputs
+  other_images, other_tokens = jnp.flip(images, axis=0), jnp.flip(tokens, axis=0)
+  mixed = images.at[2:].set(other_images[2:]), tokens.at[2:].set(other_tokens[2:])
+  for model in (coatnet, variant(coatnet, {**COATNET, "image.coatnet.norm": "group"})):
+    for a, b in zip(embed(model, images, tokens)[:2], embed(model, *mixed)[:2]):
+      np.testing.assert_allclose(a[:2], b[:2], atol=1e-6)
+
+
+def test_logit_scale_is_clipped_with_zero_gradient(vit):
+  config = model_config()
+
+  def scale(log_scale, learn=True):
+    m = nnx.clone(vit)
+    m.log_logit_scale[...] = log_scale
+    m.learn_temperature = learn
+    return m.logit_scale()
+
+  assert np.isclose(vit.logit_scale(), 1 / config.temperature_init)
+  value, grad = jax.value_and_grad(scale)(jnp.log(10.0))
+  assert np.isclose(value, 10.0) and np.isclose(grad, 10.0)  # d exp(s) / ds
+  value, grad = jax.value_and_grad(scale)(jnp.log(2 * config.max_logit_scale))
+  assert np.isclose(value, config.max_logit_scale) and grad == 0.0
+  assert jax.grad(scale)(jnp.log(10.0), learn=False) == 0.0
+  assert vit.logit_bias[...] == config.logit_bias_init
+
+
+@fast_jit
+def _encode_text(graphdef, state, tokens):
+  return nnx.merge(graphdef, state).encode_text(tokens)
+
+
+def test_end_token_pooling_and_padding(vit, inputs):
+  assert end_positions(jnp.array([[3, 9, 4, 0, 0], [7, 0, 0, 0, 0]])).tolist() == [2, 0]
+  _, tokens = inputs  # ends at 3, 7, 11, 23
+  encode = lambda t: _encode_text(*nnx.split(vit), t)
+  padded = encode(tokens)
+  np.testing.assert_allclose(encode(tokens[:3, :12]), padded[:3], atol=1e-6)
+  changed = encode(tokens.at[:3, 2].add(1))  # a token before every end does matter
+  assert np.abs(changed[:3] - padded[:3]).min() > 0
+
+
+def test_constrain_is_a_no_op_without_a_mesh_and_shards_the_batch_with_one():
+  x = jnp.ones((8, 4))
+  assert constrain(x, ("batch", "embed")) is x
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+  with jax.sharding.set_mesh(mesh):
+    y = jax.jit(lambda x: constrain(x * 2, ("batch", "embed")))(x)
+  assert y.sharding.is_equivalent_to(NamedSharding(mesh, P("data", None)), 2)
+
+
+def test_batch_norm_is_refused():
+  with pytest.raises(ValueError, match="coatnet.norm"):
+    count_params(model_config({**COATNET, "image.coatnet.norm": "batch"}))

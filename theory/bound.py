@@ -1,0 +1,106 @@
+"""Every constant and term of the bound in theory/README.md, as plain functions of (m, N, beta, delta).
+
+Notation: m training pairs, contrastive batch size N (N divides m), inverse temperature beta,
+similarities in [-1, 1], so every exp(beta s) lies in [a, b] = [e^-beta, e^beta].
+Equation numbers refer to theory/README.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def log_lipschitz(beta: float) -> float:
+  """Lipschitz constant of log on [e^-beta, e^beta]: 1/u at the left end, e^beta."""
+  return float(np.exp(beta))
+
+
+def exp_lipschitz(beta: float) -> float:
+  """Lipschitz constant of t -> exp(beta t) on [-1, 1]: beta e^beta."""
+  return float(beta * np.exp(beta))
+
+
+def own_row_range(n: int, beta: float) -> float:
+  """Range of one anchor's row term log((1/N) sum_j exp(beta (s_ij - s_ii))) over all inputs."""
+  return float(np.log1p((n - 1) * np.exp(2 * beta)) - np.log1p((n - 1) * np.exp(-2 * beta)))
+
+
+def other_row_change(n: int, beta: float) -> float:
+  """Most one row's log-mean can move when one of its N terms changes: log(1 + (e^{2 beta} - 1)/N)."""
+  return float(np.log1p(np.expm1(2 * beta) / n))
+
+
+def bounded_difference_constant(n: int, beta: float) -> float:
+  """c_N(beta): m * max |change of L^_N| when one of the m pairs is replaced (eq. 4).
+
+  Own row: own_row_range; each of the other N - 1 rows: other_row_change; both divided by N for
+  the mean over the batch, times N/m for the mean over batches. Same value for 'i2t', 't2i', 'sym'.
+  """
+  return own_row_range(n, beta) + (n - 1) * other_row_change(n, beta)
+
+
+def c1(beta: float) -> float:
+  """N-free bounded-difference constant of the uniform deviation: 4 beta + e^{2 beta} - 1 (eq. 9).
+
+  It dominates bounded_difference_constant(N, beta) for every N (checked in theory/symbolic.py).
+  """
+  return float(4 * beta + np.expm1(2 * beta))
+
+
+def bias_bound(n: int, beta: float) -> float:
+  """Upper bound on |L_N - L_inf| for one fixed model (Proposition 1, eq. 3): O(1/N).
+
+  L_N - L_inf = rho/N - v_N with rho in [e^{-2 beta} - 1, e^{2 beta} - 1] and
+  0 <= v_N <= ((N - 1) K1 + K2) / (2 N^2), K1 = 4 e^beta sinh^2(beta/2), K2 = 4 e^{2 beta} sinh^2(beta).
+  """
+  k1 = 4 * np.exp(beta) * np.sinh(beta / 2)**2
+  k2 = 4 * np.exp(2 * beta) * np.sinh(beta)**2
+  v_max = ((n - 1) * k1 + k2) / (2 * n**2)
+  return float(max(np.expm1(2 * beta) / n, -np.expm1(-2 * beta) / n + v_max))
+
+
+def mcdiarmid_deviation(c: float, m: int, delta: float, two_sided: bool = True) -> float:
+  """t with P(deviation >= t) <= delta for a function with bounded differences c/m (eq. 5)."""
+  return float(c * np.sqrt(np.log((2 if two_sided else 1) / delta) / (2 * m)))
+
+
+def fixed_model_terms(m: int, n: int, beta: float, delta: float,
+                      two_sided: bool = True) -> dict[str, float]:
+  """Terms of the fixed-model bound (Corollary 1): |L_inf - L^_N| <= bias + concentration w.p. 1-delta."""
+  terms = {"bias": bias_bound(n, beta),
+           "concentration": mcdiarmid_deviation(bounded_difference_constant(n, beta), m, delta,
+                                                two_sided)}
+  return terms | {"total": sum(terms.values())}
+
+
+@dataclasses.dataclass(frozen=True)
+class Complexity:
+  """Rademacher complexities in the form C / sqrt(n) (Theorem 1).
+
+  sim:   R_n{(x, y) -> s_theta(x, y)} <= sim / sqrt(n)
+  tower: E sup_theta |(1/n) sum_k sigma_k f_theta(x_k)|_2 <= tower / sqrt(n), same for g_theta.
+  """
+  sim: float
+  tower: float
+
+
+def uniform_terms(m: int, n: int, beta: float, delta: float, complexity: Complexity,
+                  two_sided: bool = True) -> dict[str, float]:
+  """Terms of Theorem 1: with probability >= 1 - delta, for all theta,
+  L_inf - L^_N (or |L_inf - L^_N| when two_sided) <= total.
+
+  rademacher:     2 R_m, R_m = beta (sim + e^{2 beta} tower) / sqrt(m)
+  concentration:  c1(beta) sqrt(ln(k/delta) / (2m)), k = 2 if two_sided else 1
+  batch_uniform:  2 beta e^{2 beta} tower sqrt(N-1) / N  (negatives seen by a data-chosen theta)
+  batch_positive: (e^{2 beta} - 1) / N                    (the positive inside the mean)
+  """
+  e2b = np.exp(2 * beta)
+  terms = {
+      "rademacher": 2 * beta * (complexity.sim + e2b * complexity.tower) / np.sqrt(m),
+      "concentration": mcdiarmid_deviation(c1(beta), m, delta, two_sided),
+      "batch_uniform": 2 * beta * e2b * complexity.tower * np.sqrt(n - 1) / n,
+      "batch_positive": np.expm1(2 * beta) / n,
+  }
+  return {k: float(v) for k, v in terms.items()} | {"total": float(sum(terms.values()))}

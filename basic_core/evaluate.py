@@ -41,13 +41,26 @@ def _in_chunks(fn, x: np.ndarray, chunk: int) -> np.ndarray:
   return np.concatenate(out)
 
 
-@functools.cache
 def _encoders(fns):
-  """Jitted encoders per model graph (params are arguments, so new params never recompile)."""
-  config = fns.config
-  images = jax.jit(lambda p, x: fns.merge(p).encode_image(data.preprocess(x, None, config)))
-  texts = jax.jit(lambda p, t: fns.merge(p).encode_text(t))
-  return images, texts
+  """Jitted encoders; params are arguments, so new params (e.g. the next run of a sweep) never
+  recompile. Models without non-parameter state share them per graph and preprocessing config."""
+  if jax.tree.leaves(fns.rest):
+    return _build_encoders(fns, fns)
+  preprocessing = json.dumps([fns.config.data.to_dict(), fns.config.model.image.image_size],
+                             sort_keys=True, default=list)
+  return _build_encoders((fns.graphdef, preprocessing), fns)
+
+
+_ENCODERS: dict = {}
+
+
+def _build_encoders(key, fns):
+  if key not in _ENCODERS:
+    config = fns.config
+    images = jax.jit(lambda p, x: fns.merge(p).encode_image(data.preprocess(x, None, config)))
+    texts = jax.jit(lambda p, t: fns.merge(p).encode_text(t))
+    _ENCODERS[key] = (images, texts)
+  return _ENCODERS[key]
 
 
 class Encoder:

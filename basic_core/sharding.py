@@ -9,6 +9,9 @@ PartitionSpec; `spec` is a PartitionSpec or a tactic that derives one from the s
 a leading None. A split that does not divide its dimension falls back to replicating that dimension and
 is reported (a warning). A rule that matches no parameter, or a parameter that no rule matches, is a
 ShardingError: shipped rule sets end with a catch-all, so this guards user rules (`mesh.extra_rules`).
+Shipped sets (`mesh.rules`): `tensor` (Megatron: qkv / fc / MBConv expand split their outputs over
+`model`, out / proj / MBConv project their inputs, embeddings and projections their width), `fsdp` (each
+tensor's largest divisible dimension over data x model), `replicate`, and `custom` (extra_rules alone).
 
 Optimizer state is sharded like the parameter it mirrors (same path suffix and shape: Adam's mu and nu,
 Adafactor's unfactored v). Leaves that mirror no parameter shape are replicated: Adafactor's factored
@@ -71,6 +74,7 @@ class Largest:
 
 COLUMN = Split(-1)  # Megatron column-parallel: the output features
 ROW = Split(-2)  # Megatron row-parallel: the input features
+FSDP = Largest(("data", "model"))  # ZeRO-3 style: every tensor split over all devices
 
 TENSOR_RULES = (
     # Transformer blocks (ViT, text, CoAtNet T-stages): qkv / fc split their outputs (heads, hidden),
@@ -88,15 +92,16 @@ TENSOR_RULES = (
     (r"(image|text)_proj/kernel$", COLUMN),
     (r".*", P()),  # norms, remaining biases, stems, temperature: replicated
 )
-FSDP_RULES = ((r".*", Largest(("data", "model"))),)
+FSDP_RULES = ((r".*", FSDP),)
 REPLICATE_RULES = ((r".*", P()),)
-RULE_SETS = {"tensor": TENSOR_RULES, "fsdp": FSDP_RULES, "replicate": REPLICATE_RULES, "none": ()}
+RULE_SETS = {"tensor": TENSOR_RULES, "fsdp": FSDP_RULES, "replicate": REPLICATE_RULES,
+             "custom": ()}  # custom: mesh.extra_rules alone
 # Shipped rules cover every tower (MBConv rules for a ViT model match nothing): only other rules must
 # match something.
 _SHIPPED = frozenset(rule for rules in RULE_SETS.values() for rule in rules)
 
 _STACKED = re.compile(r"(^|/)blocks/(?!\d+(/|$))")  # a Stack's scanned blocks (not blocks/3/...)
-_TACTICS = {"column": COLUMN, "row": ROW, "fsdp": Largest(("data", "model"))}
+_TACTICS = {"column": COLUMN, "row": ROW, "fsdp": FSDP}
 
 
 def config_rules(mesh_config) -> tuple:
@@ -137,9 +142,8 @@ def shard_shape(shape: Sequence[int], spec: P, mesh_shape: Mapping[str, int]) ->
 
 @dataclasses.dataclass
 class Placement:
-  """Where each parameter lives: its spec, the rule that chose it, and the splits that fell back."""
+  """Where each parameter lives, and the splits that fell back to replication."""
   specs: dict[str, P]
-  rules: dict[str, str]
   fallbacks: list[str]
 
   def replicated(self) -> list[str]:
@@ -163,8 +167,8 @@ def _spec_for(name: str, shape: tuple[int, ...], spec, mesh_shape, fallbacks: li
       raise ShardingError(f"{name}: {spec} names mesh axes {unknown}; the mesh has {list(mesh_shape)}")
     size = math.prod(mesh_shape[a] for a in names)
     if inner[dim] % size:
-      fallbacks.append(f"{name} dim {dim} (size {inner[dim]}) not divisible by {'x'.join(names)}"
-                       f"={size}: replicated")
+      fallbacks.append(f"{name} dim {dim + stacked} (size {inner[dim]}) not divisible by "
+                       f"{'x'.join(names)}={size}: replicated")
       entries[dim] = None
   return P(*(([None] if stacked else []) + entries))
 
@@ -191,7 +195,7 @@ def resolve(shapes: Mapping[str, tuple[int, ...]], rules: Sequence, mesh_shape: 
                     f"('.*', ()) to replicate the rest)")
   if problems:
     raise ShardingError("; ".join(problems))
-  return Placement(specs, chosen, fallbacks)
+  return Placement(specs, fallbacks)
 
 
 def param_shapes(params) -> dict[str, tuple[int, ...]]:
@@ -269,10 +273,6 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
 
 
 def check_batch(mesh: Mesh, batch_size: int, microbatch_size: int) -> None:

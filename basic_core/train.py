@@ -115,19 +115,22 @@ def train(config, workdir: Path) -> dict:
   workdir = Path(workdir)
   # ---- Phase 0: workdir, devices, state ------------------------------------------------------------
   distributed.initialize()
-  checkpoint.check_config(workdir, config)
+  if jax.process_index() == 0:  # one writer: other processes would race on config.json
+    checkpoint.check_config(workdir, config)
   fns, state, tx, tokenizer, mesh, state_sharding = setup(config, workdir)
   batch_sharding = sharding.batch_sharding(mesh)
-  pipeline = data.train_pipeline(config, tokenizer, process_index=jax.process_index(),
-                                 process_count=jax.process_count())
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
 
   # ---- Phase 1: resume, or pretrain the image tower (BASIC's supervised phase) ---------------------
   start = ckpt.latest_step()
-  if start is not None:
+  meta = None
+  if start is not None:  # the checkpoint's tokenizer and data position, not today's files
     state, meta = ckpt.restore(state)
-    pipeline.set_state(meta["data"])
     tokenizer = data.tokenizer_from_json(meta["tokenizer"])
+  pipeline = data.train_pipeline(config, tokenizer, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+  if meta is not None:
+    pipeline.set_state(meta["data"])
   else:
     if config.pretrain.steps:
       state["params"] = pretrain.pretrain_image_tower(fns, state["params"], config, tokenizer)
@@ -206,7 +209,8 @@ _SUITES = {}
 
 def _eval_suite(config, tokenizer):
   """The evaluation sets are rendered once per process and config."""
-  key = config.to_json()
+  key = json.dumps([config.data.to_dict(), config.eval.to_dict(), config.model.image.image_size,
+                    config.model.text.context], sort_keys=True, default=list)
   if key not in _SUITES:
     _SUITES.clear()
     _SUITES[key] = data.eval_suite(config, tokenizer)

@@ -56,11 +56,12 @@ _EVAL = ("eval.batch_size=256", "eval.num_pairs=1024", "eval.num_images=512", "t
 
 PRESETS = {
     # Under 3 minutes on a 2-core CPU: the tests and the README's first command use it.
-    "smoke": Sweep(name="smoke", batch_sizes=(16, 64, 256), samples=256 * 24,
-                   overrides=_EVAL + ("data.num_train=4096", "data.num_test=1024",
-                                      "train.checkpoint_every=8", "train.log_every=4")),
+    "smoke": Sweep(name="smoke", batch_sizes=(16, 64, 256), samples=256 * 12,
+                   overrides=_EVAL + ("data.num_train=4096", "data.num_test=512", "eval.num_pairs=512",
+                                      "eval.num_images=256", "train.checkpoint_every=8",
+                                      "train.log_every=4")),
     # Under 30 minutes on a 2-core CPU: the committed figures and README table.
-    "default": Sweep(name="default", batch_sizes=(16, 32, 64, 128, 256, 512, 1024), samples=1024 * 120,
+    "default": Sweep(name="default", batch_sizes=(16, 32, 64, 128, 256, 512), samples=512 * 40,
                      overrides=_EVAL + ("data.num_train=8192", "data.num_test=1024",
                                         "train.checkpoint_every=50", "train.log_every=10")),
     # Hours: 16..4096, 5 seeds, data and model scaling crossed with batch size.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from basic_core.data import clip_bpe
+from basic_core.data.__main__ import main
 from basic_core.data.tokenizer import get_tokenizer, tokenizer_from_json, train_bpe
 
 TEXTS = ["A Red  Circle in the top left", "", "x " * 100, "<eot> two <pad> blue stars <|endoftext|>",
@@ -86,3 +87,12 @@ def test_clip_bpe_file_format(tmp_path):
 def test_missing_tokenizer_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.json"):
     get_tokenizer(_data_config(str(tmp_path / "nope.json")), 8)
+
+
+def test_train_tokenizer_command(tmp_path):
+  corpus = tmp_path / "captions.txt"
+  corpus.write_text("a red circle\na blue square on the left\n" * 20)
+  out = tmp_path / "bpe.json"
+  main(["train-tokenizer", "--out", str(out), "--corpus", str(corpus), "--vocab-size", "300"])
+  tok = get_tokenizer(_data_config(str(out)), 8)
+  assert tok.decode(tok.encode(["A red  square"])[0]) == "a red square"

@@ -16,8 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def quick_run():
-  """python -m theory.check --json --quick --trials 150, parsed: (exit code, {name: result})."""
-  proc = subprocess.run([sys.executable, "-m", "theory.check", "--json", "--quick", "--trials", "150"],
+  """python -m theory.check --json --quick --trials 300, parsed: (exit code, {name: result})."""
+  proc = subprocess.run([sys.executable, "-m", "theory.check", "--json", "--quick", "--trials", "300"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
   results = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
   return proc.returncode, {r["name"]: r for r in results}, proc.stderr
@@ -30,7 +30,8 @@ def test_every_check_passes(quick_run):
   assert code == 0
   expected = {"sym_bias_bound", "bounded_differences_random", "bounded_differences_extremal",
               "bias_within_bound", "bias_bound_sharp", "bias_rate", "spread_rate",
-              "bias_delta_method_constant", "pool_estimator_matches_exact", "fixed_model_coverage",
+              "bias_delta_method_constant", "pool_estimator_matches_exact",
+              "population_loss_matches_exact", "fixed_model_coverage",
               "linear_towers_gradient", "linear_towers_bound", "linear_towers_bias_within_bound",
               "linear_towers_complexity", "sweep_identifies_rate"}
   assert expected <= set(results)
@@ -127,6 +128,9 @@ def test_evaluate_sweep_groups_and_validates(tmp_path):
   assert out.loc["S", "supported"] == "inv_sqrt" and out.loc["M", "supported"] == "inv"
   sweep.plot_sweep(both, str(tmp_path / "fit.png"), by=("model",))
   assert (tmp_path / "fit.png").stat().st_size > 10_000
+  two = pd.DataFrame({"batch_size": [8, 8, 64, 64], "seed": [0, 1, 0, 1], "gap": [0.3, 0.2, 0.1, 0.0]})
+  two.to_csv(tmp_path / "two.csv", index=False)
+  assert sweep.evaluate_sweep(str(tmp_path / "two.csv")).iloc[0]["supported"] == "too few batch sizes"
   pd.DataFrame({"batch_size": [1, 2], "gap": [0.1, 0.2]}).to_csv(tmp_path / "bad.csv", index=False)
   with pytest.raises(ValueError, match="seed"):
     sweep.evaluate_sweep(str(tmp_path / "bad.csv"))

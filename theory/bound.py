@@ -2,7 +2,7 @@
 
 Notation: m training pairs, contrastive batch size N (N divides m), inverse temperature beta,
 similarities in [-1, 1], so every exp(beta s) lies in [a, b] = [e^-beta, e^beta].
-Equation numbers refer to theory/README.md.
+Lemma 1, Proposition 1, Corollary 1 and Theorem 1 refer to theory/README.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def other_row_change(n: int, beta: float) -> float:
 
 
 def bounded_difference_constant(n: int, beta: float) -> float:
-  """c_N(beta): m * max |change of L^_N| when one of the m pairs is replaced (eq. 4).
+  """c_N(beta): m * max |change of L^_N| when one of the m pairs is replaced (Lemma 1).
 
   Own row: own_row_range; each of the other N - 1 rows: other_row_change; both divided by N for
   the mean over the batch, times N/m for the mean over batches. Same value for 'i2t', 't2i', 'sym'.
@@ -42,7 +42,7 @@ def bounded_difference_constant(n: int, beta: float) -> float:
 
 
 def c1(beta: float) -> float:
-  """N-free bounded-difference constant of the uniform deviation: 4 beta + e^{2 beta} - 1 (eq. 9).
+  """N-free bounded-difference constant of the uniform deviation: 4 beta + e^{2 beta} - 1 (Theorem 1).
 
   It dominates bounded_difference_constant(N, beta) for every N (checked in theory/symbolic.py).
   """
@@ -50,7 +50,7 @@ def c1(beta: float) -> float:
 
 
 def bias_bound(n: int, beta: float) -> float:
-  """Upper bound on |L_N - L_inf| for one fixed model (Proposition 1, eq. 3): O(1/N).
+  """Upper bound on |L_N - L_inf| for one fixed model (Proposition 1): O(1/N).
 
   L_N - L_inf = rho/N - v_N with rho in [e^{-2 beta} - 1, e^{2 beta} - 1] and
   0 <= v_N <= ((N - 1) K1 + K2) / (2 N^2), K1 = 4 e^beta sinh^2(beta/2), K2 = 4 e^{2 beta} sinh^2(beta).
@@ -62,7 +62,7 @@ def bias_bound(n: int, beta: float) -> float:
 
 
 def mcdiarmid_deviation(c: float, m: int, delta: float, two_sided: bool = True) -> float:
-  """t with P(deviation >= t) <= delta for a function with bounded differences c/m (eq. 5)."""
+  """t with P(deviation >= t) <= delta for a function with bounded differences c/m (McDiarmid)."""
   return float(c * np.sqrt(np.log((2 if two_sided else 1) / delta) / (2 * m)))
 
 
@@ -96,11 +96,11 @@ def uniform_terms(m: int, n: int, beta: float, delta: float, complexity: Complex
   batch_uniform:  2 beta e^{2 beta} tower sqrt(N-1) / N  (negatives seen by a data-chosen theta)
   batch_positive: (e^{2 beta} - 1) / N                    (the positive inside the mean)
   """
-  e2b = np.exp(2 * beta)
+  lip = log_lipschitz(beta) * exp_lipschitz(beta)  # beta e^{2 beta}: log of a mean of exp(beta s)
   terms = {
-      "rademacher": 2 * beta * (complexity.sim + e2b * complexity.tower) / np.sqrt(m),
+      "rademacher": 2 * (beta * complexity.sim + lip * complexity.tower) / np.sqrt(m),
       "concentration": mcdiarmid_deviation(c1(beta), m, delta, two_sided),
-      "batch_uniform": 2 * beta * e2b * complexity.tower * np.sqrt(n - 1) / n,
-      "batch_positive": np.expm1(2 * beta) / n,
+      "batch_uniform": 2 * lip * complexity.tower * np.sqrt(n - 1) / n,
+      "batch_positive": log_lipschitz(beta) * 2 * np.sinh(beta) / n,  # e^beta (b - a) / N
   }
   return {k: float(v) for k, v in terms.items()} | {"total": float(sum(terms.values()))}

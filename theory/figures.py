@@ -34,7 +34,7 @@ QUICK_SWEEPS = tuple(dataclasses.replace(c, m=c.m // 8, batch_sizes=(4, 32, 128)
 def plot_bound_vs_gap(df: pd.DataFrame, out_path: str) -> None:
   """Top: bound and its parts vs |measured gap| (log-log). Bottom: the signed gap and its split."""
   ms = sorted(df.m.unique())
-  fig, axes = plt.subplots(2, len(ms), figsize=(5.2 * len(ms), 7.5), squeeze=False, sharex=True)
+  fig, axes = plt.subplots(2, len(ms), figsize=(5.2 * len(ms) + 2.6, 7.5), squeeze=False, sharex=True)
   for col, m in enumerate(ms):
     g = df[df.m == m].groupby("batch_size")
     mean = g.mean(numeric_only=True)
@@ -56,13 +56,19 @@ def plot_bound_vs_gap(df: pd.DataFrame, out_path: str) -> None:
                       capsize=3, label=name)
     bottom.axhline(0, color="0.5", lw=0.8)
     bottom.set(xscale="log", xlabel="contrastive batch size N", ylabel="L_inf - L^_N and its parts")
-    for ax in (top, bottom):
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=7)
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    bottom.legend(fontsize=7, loc="lower right")
+  axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
   fig.suptitle("gap = L_inf - L^_N = gap_batch (L_inf - L_N) + gap_sample (L_N - L^_N)", fontsize=9)
   fig.tight_layout()
   fig.savefig(out_path, dpi=150)
   plt.close(fig)
+
+
+def _fit_label(fit: dict, fit_from: int) -> str:
+  lo, hi = fit["slope_ci"]
+  return f"fit over N >= {fit_from}: N^{fit['slope']:.3f} (95% CI {lo:.3f}, {hi:.3f})"
 
 
 def plot_batch_bias(table: pd.DataFrame, kappa: float, fit_from: int, out_path: str) -> None:
@@ -75,14 +81,14 @@ def plot_batch_bias(table: pd.DataFrame, kappa: float, fit_from: int, out_path: 
   ax_b.errorbar(n_all, table.bias, yerr=2 * table.bias_se, fmt="o", color="k",
                 label="Monte Carlo L_N - L_inf (+-2 s.e.)")
   ax_b.plot(n_all, np.exp(fit_b["intercept"]) * n_all**fit_b["slope"], "C0-",
-            label=f"fit N^{fit_b['slope']:.3f} (95% CI {fit_b['slope_ci'][0]:.3f}, {fit_b['slope_ci'][1]:.3f})")
+            label=_fit_label(fit_b, fit_from))
   ax_b.plot(n_all, kappa / n_all, "C1--", label=f"delta method kappa/N, kappa = {kappa:.3f}")
   ax_b.plot(n_all, table.bias_bound, "C2:", label="bias bound (Prop. 1)")
   ax_b.set(xscale="log", yscale="log", xlabel="contrastive batch size N", ylabel="L_N - L_inf")
   ax_s.errorbar(n_all, table.loss_sd, yerr=2 * table.loss_sd_se, fmt="o", color="k",
                 label="Monte Carlo sd(l_N)")
   ax_s.plot(n_all, np.exp(fit_s["intercept"]) * n_all**fit_s["slope"], "C0-",
-            label=f"fit N^{fit_s['slope']:.3f} (95% CI {fit_s['slope_ci'][0]:.3f}, {fit_s['slope_ci'][1]:.3f})")
+            label=_fit_label(fit_s, fit_from))
   ax_s.plot(n_all, table.efron_stein_sd, "C2:", label="Efron-Stein bound c_N / sqrt(2N)")
   ax_s.set(xscale="log", yscale="log", xlabel="contrastive batch size N", ylabel="sd of l_N")
   for ax in (ax_b, ax_s):

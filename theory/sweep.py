@@ -87,6 +87,8 @@ def fit_rates(batch_size: np.ndarray, gap: np.ndarray, seed: np.ndarray | None =
 def _fit_column(df: pd.DataFrame, col: str, level: float = 0.95) -> dict:
   d = df[["batch_size", "seed", col]].dropna()
   n, seed = d["batch_size"].to_numpy(float), d["seed"].to_numpy()
+  if len(np.unique(n)) < 3:  # two parameters per rate: fewer batch sizes cannot tell rates apart
+    return {"supported": "too few batch sizes", "n_runs": len(n), "n_batch_sizes": len(np.unique(n))}
   return fit_rates(n, d[col].to_numpy(), seed if use_seed_effects(n, seed) else None, level)
 
 
@@ -130,7 +132,7 @@ def plot_sweep(results_csv_path: str, out_path: str, columns: list[str] | None =
       ax.errorbar(per_n["batch_size"], per_n["mean"], yerr=per_n["sem"].fillna(0), fmt="o",
                   color="k", capsize=3, label="mean +- s.e.")
       grid = np.geomspace(d["batch_size"].min(), d["batch_size"].max(), 200)
-      for name, p in RATES.items():
+      for name, p in RATES.items() if "inv_a" in fit else ():
         ax.plot(grid, fit[f"{name}_a"] + fit[f"{name}_b"] * grid**-p,
                 "-" if fit["supported"] == name else "--",
                 label=f"{RATE_LABELS[name]} (w={fit[f'{name}_akaike_weight']:.2f})")

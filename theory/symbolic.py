@@ -98,11 +98,11 @@ def other_row_change() -> dict:
 
 
 def bounded_difference_constants() -> dict:
-  """c_N <= 4 beta + (e^{2 beta} - 1)(N - 1)/N < c1 = 4 beta + e^{2 beta} - 1 (eqs. 4, 9).
+  """c_N <= 4 beta + (e^{2 beta} - 1)(N - 1)/N < c1 = 4 beta + e^{2 beta} - 1 (Lemma 1, Theorem 1).
 
   Uses own-row width <= 4 beta (sym_own_row_range) and (N - 1) log(1 + z/N) <= (N - 1) z/N, from
   log(1 + y) <= y (y - log(1 + y) is 0 at 0 with derivative y/(1 + y) >= 0). The middle expression
-  is also the constant of the uniform deviation Phi (eq. 8): range 4 beta of the per-anchor loss,
+  is also the constant of the uniform deviation Phi (Theorem 1, step 4): range 4 beta of the per-anchor loss,
   plus e^beta (log's Lipschitz constant) times e^beta - e^-beta (the range of one negative's term).
   """
   y = sp.Symbol("y", nonnegative=True)
@@ -158,7 +158,8 @@ def bias_bound() -> dict:
       h' = -(t - 1)^2/(2 t^2) <= 0 and h(1) = 0 (t <= 1); g(t) = log t - (t - 1) + (t - 1)^2/2 has
       g' = (t - 1)^2/t >= 0 and g(1) = 0 (t >= 1).
   (ii) Bhatia-Davis, Var <= (b - Z)(Z - a); with max(1, Z/M) <= Z/a = e^beta Z the Jensen piece is
-      <= e^beta (b - Z)(Z - a)/Z, maximal at Z = sqrt(ab) = 1: K1 = e^beta (a + b - 2) = 4 e^beta sinh^2(beta/2).
+      <= e^beta (b - Z)(Z - a)/Z, maximal at Z = sqrt(ab) = 1:
+      K1 = e^beta (a + b - 2) = 4 e^beta sinh^2(beta/2).
   (iii) the positive's piece e^beta (p - Z)^2 / Z <= e^beta (b - a)^2 / a = K2 = 4 e^{2 beta} sinh^2(beta).
   (iv) the first-order term rho = E[e^{beta s} / Z] - 1 lies in [a/b - 1, b/a - 1].
   """
@@ -183,13 +184,17 @@ def bias_bound() -> dict:
 
 
 def mcdiarmid_inversion() -> dict:
-  """exp(-2 m t^2 / c^2) = delta / k  <=>  t = c sqrt(ln(k/delta) / (2m)), k = 1 or 2 (eq. 5)."""
+  """exp(-2 m t^2 / c^2) = delta / k  <=>  t = c sqrt(ln(k/delta) / (2m)).
+
+  k = 1 for McDiarmid one-sided, k = 2 two-sided.
+  """
   t, c = sp.symbols("t c", positive=True)
   ok = True
   for k in (1, 2):
     (sol,) = sp.solve(sp.Eq(k * sp.exp(-2 * m * t**2 / c**2), delta), t)
     ok &= _zero(sol**2 - c**2 * sp.log(k / delta) / (2 * m))
-    ok &= abs(float(sol.subs({c: 3, m: 100, delta: 0.05})) - bound.mcdiarmid_deviation(3, 100, 0.05, k == 2)) < 1e-12
+    as_code = bound.mcdiarmid_deviation(3, 100, 0.05, two_sided=k == 2)
+    ok &= abs(float(sol.subs({c: 3, m: 100, delta: 0.05})) - as_code) < 1e-12
   return {"name": "sym_mcdiarmid_inversion", "passed": bool(ok)}
 
 
@@ -212,7 +217,7 @@ def bound_monotone_and_limits() -> dict:
 
 
 def rademacher_linear() -> dict:
-  """The two inequalities behind the linear-tower complexities (section 5).
+  """The two inequalities behind the linear-tower complexities (README, section 4).
 
   Jensen: E_sigma |sum sigma_k x_k|^2 = sum |x_k|^2 (cross terms cancel; enumerated for m = 3).
   Ky Fan: (s_1 + ... + s_D)^2 <= D (s_1^2 + ... + s_D^2), the gap being sum_{i<j} (s_i - s_j)^2.

@@ -104,7 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_images = 512  # images per zero-shot task
 
   # --- devices --------------------------------------------------------------------------------------
-  # data x model devices (-1 = the rest); rules: tensor | fsdp | replicate | none (see sharding.py);
+  # data x model devices (-1 = the rest); rules: tensor | fsdp | replicate | custom (see sharding.py);
   # extra_rules: (regex, spec) pairs tried before them, e.g. (('qkv/kernel', (None, 'model')),)
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, rules="tensor", extra_rules=()))
   return c

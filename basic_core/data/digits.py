@@ -29,10 +29,10 @@ def upsample(images_Nx8x8: np.ndarray, size: int) -> np.ndarray:
   pos = np.clip((np.arange(size) + 0.5) * src / size - 0.5, 0, src - 1)
   lo = np.floor(pos).astype(int)
   hi = np.minimum(lo + 1, src - 1)
-  w_SxS8 = np.zeros((size, src))
-  np.add.at(w_SxS8, (np.arange(size), lo), 1 - (pos - lo))
-  np.add.at(w_SxS8, (np.arange(size), hi), pos - lo)
-  ink = np.einsum("hi,nij,wj->nhw", w_SxS8, images_Nx8x8, w_SxS8) / 16.0
+  w_Sx8 = np.zeros((size, src))
+  np.add.at(w_Sx8, (np.arange(size), lo), 1 - (pos - lo))
+  np.add.at(w_Sx8, (np.arange(size), hi), pos - lo)
+  ink = np.einsum("hi,nij,wj->nhw", w_Sx8, images_Nx8x8, w_Sx8) / 16.0
   gray = np.round(255 * (1 - ink)).astype(np.uint8)
   return np.repeat(gray[..., None], 3, axis=3)
 

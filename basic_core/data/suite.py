@@ -32,7 +32,7 @@ def _digit_task(sets: digits_lib.Digits, n: int) -> ZeroShotTask:
 def eval_suite(config, tokenizer) -> EvalSuite:
   sets, n = builtin(config), config.eval.num_images
   train, test = train_and_test(config, sets)
-  heldout = first_pairs(test, config.data.num_test, tokenizer.encode)
+  heldout = first_pairs(test, min(config.data.num_test, config.eval.num_pairs), tokenizer.encode)
   train_pairs = first_pairs(train, len(heldout["text"]), tokenizer.encode)
   tasks = [_digit_task(sets, n)] if isinstance(sets, digits_lib.Digits) else scene_tasks(sets, n)
   if config.data.eval_folder:

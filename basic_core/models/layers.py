@@ -9,8 +9,8 @@ Three conventions hold in every tower:
 - `Stack` holds n identical blocks. With `Options.scan` they are stored stacked (leading layer axis) and
   run under `lax.scan`; otherwise as a list in a Python loop. Either way each block runs under the remat
   policy. On XLA:CPU remat only saves memory inside a scan (see the project's jax_env_notes, section 3).
-  Both layouts draw identical initial weights (block i is built from key i), so switching layout
-  changes the parameter paths (`blocks/attn/...` vs `blocks/3/attn/...`), never the function.
+  Both layouts hold identical initial weights (the loop layout slices the stacked init), so switching
+  layout changes the parameter paths (`blocks/attn/...` vs `blocks/3/attn/...`), never the function.
 """
 
 from __future__ import annotations
@@ -187,10 +187,13 @@ class Stack(nnx.Module):
   def __init__(self, make_block: Callable[[nnx.Rngs], nnx.Module], n: int, names: Sequence[str], *,
                opts: Options, rngs: nnx.Rngs):
     keys = jax.random.split(rngs.params(), n)
+    stacked = nnx.vmap(lambda k: make_block(nnx.Rngs(k)), in_axes=0, out_axes=0)(keys)
     if opts.scan:
-      self.blocks = nnx.vmap(lambda k: make_block(nnx.Rngs(k)), in_axes=0, out_axes=0)(keys)
-    else:
-      self.blocks = nnx.List([make_block(nnx.Rngs(k)) for k in keys])
+      self.blocks = stacked
+    else:  # the same weights, sliced (also keeps tracing linear in depth for eval_shape / jit init)
+      graphdef, state = nnx.split(stacked)
+      self.blocks = nnx.List(
+          [nnx.merge(graphdef, jax.tree.map(lambda w: w[i], state)) for i in range(n)])
     self.n, self.scan, self.remat, self.names = n, opts.scan, opts.remat, tuple(names)
 
   def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

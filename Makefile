@@ -30,6 +30,12 @@ sweep: setup
 tiny: setup
 	$(PY) -m basic_core.train --config tiny --workdir runs/tiny
 
+# Every committed figure, redrawn from the committed result files in paper_figures/data/.
+figures: setup
+	$(PY) -m paper_figures.sweep_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
+	$(PY) -c "from theory.sweep import plot_sweep; plot_sweep('paper_figures/data/sweep_default.csv', 'paper_figures/figures/gap_vs_theory_rates.png')"
+	$(PY) -c "import json; from pathlib import Path; from basic_core.bench import plot_memory; rows = [json.loads(l) for l in open('paper_figures/data/memory_tiny.jsonl')]; plot_memory(rows, Path('paper_figures/figures/memory_vs_batch.png'))"
+
 theory: setup
 	$(PY) -m theory.check
 

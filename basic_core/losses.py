@@ -106,7 +106,7 @@ def tiled_contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scal
                            tile: int) -> jax.Array:
   """`contrastive_loss` computed in row blocks of `tile` rows: O(N * tile) memory, same value."""
   return _tiled_softmax(image_emb.astype(jnp.float32), text_emb.astype(jnp.float32),
-                        jnp.asarray(logit_scale, jnp.float32), tile)
+                        jnp.asarray(logit_scale, jnp.float32), min(tile, image_emb.shape[0]))
 
 
 def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
@@ -126,7 +126,7 @@ def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Arr
     labels_TxN = 2.0 * jax.nn.one_hot(rows, n, dtype=jnp.float32) - 1.0
     return -jnp.sum(jax.nn.log_sigmoid(labels_TxN * logits_TxN))
 
-  if not tile:
+  if not tile or tile >= n:
     return block_loss(img_NxD, 0) / n
   img_KxTxD = _blocks(img_NxD, tile)
   body = jax.checkpoint(lambda acc, xs: (acc + block_loss(*xs), None))

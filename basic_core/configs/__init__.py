@@ -72,6 +72,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
       raise ConfigError(f"unknown config key {key.strip()!r}")
     value = parse_value(text)
     old = node[leaf]
+    if value is None and isinstance(old, str):  # e.g. model.remat=none is the string 'none'
+      value = text.strip()
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
     if isinstance(old, tuple) and isinstance(value, list):
@@ -118,7 +120,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if t.batch_size % micro:
     raise ConfigError(
         f"train.batch_size {t.batch_size} is not divisible by train.microbatch_size {micro}")
-  if config.loss.tile and t.batch_size % config.loss.tile:
+  if config.loss.tile and t.batch_size > config.loss.tile and t.batch_size % config.loss.tile:
     raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by loss.tile {config.loss.tile}")
   if t.freeze_image not in ("none", "all", "first_k"):
     raise ConfigError(f"train.freeze_image must be none, all or first_k, got {t.freeze_image!r}")

@@ -57,16 +57,34 @@ def constrain(x: jax.Array, names: Sequence[str]) -> jax.Array:
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-  """Inverted dropout driven by an explicit key; the identity when key is None or rate is 0."""
+  """Inverted dropout driven by an explicit key; the identity when key is None or rate is 0.
+
+  `key` is one key, or one key per example ([B]): then example b's mask depends only on its own key,
+  so it is the same whichever microbatch the example sits in (BASIC's accumulation relies on this).
+  """
   if key is None or rate == 0.0:
     return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  if key.ndim == 0:
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  else:
+    keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate, x.shape[1:]))(key)
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 def fold(key: jax.Array | None, i: int) -> jax.Array | None:
-  """`fold_in(key, i)`, passing None through (no key = no dropout anywhere below)."""
-  return None if key is None else jax.random.fold_in(key, i)
+  """`fold_in(key, i)` for one key or per-example keys, passing None through (no key = no dropout)."""
+  if key is None:
+    return None
+  if key.ndim == 0:
+    return jax.random.fold_in(key, i)
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, i)
+
+
+def split(key: jax.Array, n: int) -> jax.Array:
+  """n keys [n], or [n, B] for per-example keys [B] (the layer axis first, as scanned blocks need)."""
+  if key.ndim == 0:
+    return jax.random.split(key, n)
+  return jax.vmap(lambda k: jax.random.split(k, n), out_axes=1)(key)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -197,7 +215,7 @@ class Stack(nnx.Module):
     self.n, self.scan, self.remat, self.names = n, opts.scan, opts.remat, tuple(names)
 
   def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-    keys = None if key is None else jax.random.split(key, self.n)
+    keys = None if key is None else split(key, self.n)
     run = lambda block, x, key: run_block(block, x, key, remat=self.remat, names=self.names)
     if not self.scan:
       for i, block in enumerate(self.blocks):

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from basic_core import checkpoint, train
+from basic_core import checkpoint, data, train
 from basic_core.configs import ConfigError, get_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,6 @@ def _cli(workdir: Path, *extra: str, steps: int = 40) -> subprocess.Popen:
                           env={**os.environ, "XLA_FLAGS": ""})
 
 
-@pytest.mark.slow
 def test_tiny_learns_and_beats_chance(tmp_path):
   """A few hundred steps of `tiny`: the loss falls clearly and zero-shot accuracy beats chance."""
   config = get_config("tiny", ["train.progress=False", "train.steps=300"])
@@ -49,9 +48,10 @@ def test_tiny_learns_and_beats_chance(tmp_path):
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in records if "loss" in r and "lr" in r]
   assert losses[-1] < 0.6 * losses[0], losses
-  for name in ("colour", "shape"):
-    chance = 1.0 / len(next(t for t in train._eval_suite(config, None).tasks if t.name == name).classnames)
-    assert results[f"zeroshot_{name}_top1"] > chance + 0.15, (name, results[f"zeroshot_{name}_top1"], chance)
+  tasks = {t.name: t for t in data.eval_suite(config, data.get_tokenizer(config.data, 24)).tasks}
+  for name, margin in (("colour", 0.4), ("count", 0.1)):
+    chance = 1.0 / len(tasks[name].classnames)
+    assert results[f"zeroshot_{name}_top1"] > chance + margin, (name, results[f"zeroshot_{name}_top1"], chance)
 
 
 def test_metrics_schema_and_short_run(tmp_path):

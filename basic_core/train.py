@@ -115,9 +115,9 @@ def train(config, workdir: Path) -> dict:
   workdir = Path(workdir)
   # ---- Phase 0: workdir, devices, state ------------------------------------------------------------
   distributed.initialize()
-  if jax.process_index() == 0:  # one writer: other processes would race on config.json
+  fns, state, tx, tokenizer, mesh, state_sharding = setup(config, workdir)  # bad sizes fail here,
+  if jax.process_index() == 0:  # before the workdir is claimed; one writer (processes would race)
     checkpoint.check_config(workdir, config)
-  fns, state, tx, tokenizer, mesh, state_sharding = setup(config, workdir)
   batch_sharding = sharding.batch_sharding(mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
 

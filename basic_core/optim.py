@@ -55,14 +55,16 @@ def _base_transform(optim_config, lr: optax.Schedule) -> optax.GradientTransform
   )
 
 
+def in_image_tower(path) -> bool:
+  """Whether a pytree path (of the params or anything shaped like them) is in the image tower."""
+  first = path[0]
+  return getattr(first, "key", getattr(first, "name", None)) == "image"
+
+
 def tower_labels(params):
   """'image' for the image tower's parameters, 'rest' for everything else (text tower, heads)."""
-
-  def label(path, _):
-    first = path[0]
-    return "image" if getattr(first, "key", getattr(first, "name", None)) == "image" else "rest"
-
-  return jax.tree_util.tree_map_with_path(label, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: "image" if in_image_tower(path) else "rest", params)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

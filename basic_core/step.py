@@ -20,6 +20,7 @@ from flax import nnx
 
 from basic_core import accumulate, data
 from basic_core.losses import make_loss_fn
+from basic_core.optim import in_image_tower
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: jit caches key on it
@@ -69,12 +70,7 @@ def preprocess_images(images_u8: jax.Array, keys: jax.Array | None, config) -> j
 def freeze_image(params):
   """Stop gradients into the image tower (LiT-style locking skips its backward pass entirely)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: jax.lax.stop_gradient(x) if _top_key(path) == "image" else x, params)
-
-
-def _top_key(path) -> str | None:
-  first = path[0]
-  return getattr(first, "key", getattr(first, "name", None))
+      lambda path, x: jax.lax.stop_gradient(x) if in_image_tower(path) else x, params)
 
 
 def split_model(model: nnx.Module, config) -> tuple[ModelFns, Any]:

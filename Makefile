@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-all tiny sweep figures theory bench clean
+.PHONY: setup test test-all tiny sweep figures notebooks strip-notebooks theory bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,20 @@ figures: setup
 	$(PY) -m paper_figures.sweep_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
 	$(PY) -c "from theory.sweep import plot_sweep; plot_sweep('paper_figures/data/sweep_default.csv', 'paper_figures/figures/gap_vs_theory_rates.png')"
 	$(PY) -c "import json; from pathlib import Path; from basic_core.bench import plot_memory; rows = [json.loads(l) for l in open('paper_figures/data/memory_tiny.jsonl')]; plot_memory(rows, Path('paper_figures/figures/memory_vs_batch.png'))"
+	$(PY) -m theory.figures --out theory/figures --redraw
+
+# Every notebook, headless, on its default inputs (executed copies in runs/notebooks/).
+notebooks: setup
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --output-dir runs/notebooks notebooks/*.ipynb
+
+# Notebooks are committed without outputs (a test checks it); run this before committing one.
+strip-notebooks: setup
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace \
+	    --ClearOutputPreprocessor.remove_metadata_fields='{"collapsed", "scrolled", "execution"}' notebooks/*.ipynb
+
+# Our train step's throughput in the three modes of the OpenCLIP comparison (README, "Performance").
+bench: setup
+	$(PY) -m basic_core.bench throughput --config peer-vit
 
 theory: setup
 	$(PY) -m theory.check

@@ -3,11 +3,14 @@
     python -m basic_core.bench memory [--config tiny] [--json] [--plot runs/bench/memory.png]
     python -m basic_core.bench memory --config tiny --batch 4096 --memory-budget 256MiB
     python -m basic_core.bench throughput --config peer-vit [--json]
+    python -m basic_core.bench compare --peer-python PY --peer-script ../shared/bench/openclip_peer/bench.py
 
 `memory` compiles the step for every (contrastive batch, mode, microbatch, remat) of its grid, reports
 XLA's compiled bytes, then times a few steps on random data. One JSON object per line with `--json`.
 `throughput` runs each mode in its own process (peak RSS is per process and only grows) and times
 steps only while the rest of the machine is quiet (see `Quiet`), as the OpenCLIP peer harness does.
+`compare` runs the same three modes of our step and of OpenCLIP's (through the peer harness, which is
+not part of this repository: pass its venv's python and its bench.py), alternating the two programs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from basic_core import memory, step as step_lib
+from basic_core import memory, runtime, step as step_lib
 from basic_core.configs import get_config
 
 DEFAULT_BATCHES = (256, 512, 1024, 2048, 4096, 8192)
@@ -102,7 +105,7 @@ def memory_row(config, mode: str, *, time_it: bool, steps: int) -> dict:
              remat=config.model.remat, **mem)
   if time_it:
     fns, state, tx = _real_state(config)
-    step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode))
+    step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode), config=config)
     _, times, contended, _ = time_steps(step, state, random_batch(config, batch), steps=steps,
                                         warmup=1, max_steps=3 * steps, quiet=Quiet())
     row.update(step_s=statistics.median(times), samples_per_s=batch / statistics.median(times),
@@ -152,10 +155,12 @@ def plot_memory(rows: list[dict], path: Path) -> None:
   df["step"] = df["step"] + ", remat " + df["remat"]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   sns.lineplot(df, x="batch", y="temp_MiB", hue="step", marker="o", ax=ax)
-  ax.set(xscale="log", yscale="log", xlabel="contrastive batch size N",
+  ax.set(yscale="log", xlabel="contrastive batch size N",
          ylabel="compiled temp memory of the train step (MiB)",
          title="Train-step memory vs contrastive batch (XLA memory analysis)")
+  ax.set_xscale("log", base=2)
   ax.set_xticks(sorted(df["batch"].unique()), [str(b) for b in sorted(df["batch"].unique())])
+  ax.minorticks_off()  # matplotlib's minor labels would overlap the batch sizes
   ax.grid(alpha=0.3)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,69 +206,161 @@ def cmd_memory(args) -> int:
 # throughput
 
 
+def matmul_roof_gflop_per_s(n: int = 2048, repeats: int = 5) -> float:
+  """Best float32 GFLOP/s of one n x n x n XLA matmul on this machine: a practical compute ceiling."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+  matmul = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(matmul(a))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(matmul(a))
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best / 1e9
+
+
 def throughput_row(config, mode: str, *, steps: int, warmup: int, max_steps: int) -> dict:
-  """One mode, measured in this process: compile time, step times, FLOPs, peak RSS."""
+  """One mode, measured in this process: compile time, step times, FLOPs, peak RSS.
+
+  `model_flops_per_sample` is the training arithmetic of the model itself (the plain step without
+  recomputation); `hw_flops_per_sample` is what this mode executes (plus the caching forward pass of
+  accumulation and any remat recomputation). Both come from XLA's cost analysis of the unrolled step.
+  """
   fns, state, tx = _real_state(config)
   batch = random_batch(config, config.train.batch_size)
-  step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode))
+  step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode), config=config)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
   mem = memory.compiled_memory(compiled)
   _, times, contended, everything = time_steps(compiled, state, batch, steps=steps, warmup=warmup,
                                                max_steps=max_steps, quiet=Quiet())
-  median = statistics.median(times)
-  n = config.train.batch_size
+  peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before any other compile
+  n, median = config.train.batch_size, statistics.median(times)
+  model_flops = memory.step_flops(memory.with_overrides(
+      config, train__microbatch_size=0, model__remat="none"), "naive") / n
+  hw_flops = memory.step_flops(config, mode) / n
   return dict(
       config=config.name, mode=mode, batch=n, microbatch=config.train.microbatch_size or n,
       remat=config.model.remat, step_s_median=median, step_s_min=min(times), step_s_max=max(times),
       step_s_all=everything, samples_per_s=n / median, compile_s=compile_s,
-      flops_per_step=mem["flops"], flops_per_sample=mem["flops"] / n,
-      achieved_gflop_per_s=mem["flops"] / median / 1e9, temp_bytes=mem["temp_bytes"],
-      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, contended=contended,
+      model_flops_per_sample=model_flops, hw_flops_per_sample=hw_flops,
+      model_gflop_per_s=model_flops * n / median / 1e9, hw_gflop_per_s=hw_flops * n / median / 1e9,
+      temp_bytes=mem["temp_bytes"], peak_rss_mb=peak_rss_mb, contended=contended,
+      malloc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
       devices=str(jax.devices()[0].device_kind), jax_version=jax.__version__)
 
 
 THROUGHPUT_MODES = {  # name -> (mode, microbatch divisor K, remat): the peer harness's three settings
-    "plain": ("naive", 1, "none"),
-    "accumulate": ("accumulate", 4, "none"),
-    "accumulate+remat": ("accumulate", 4, "full"),
+    "plain": ("naive", 1, "dots_saveable"),  # keeps matmul outputs, recomputes cheap elementwise ops
+    "accumulate": ("accumulate", 4, "dots_saveable"),
+    "accumulate+remat": ("accumulate", 4, "full"),  # OpenCLIP's --grad-checkpointing counterpart
 }
+PEER_FLAGS = {  # the same settings for the OpenCLIP peer harness (../shared/bench/openclip_peer)
+    "plain": ["--accum-freq", "1"],
+    "accumulate": ["--accum-freq", "4"],
+    "accumulate+remat": ["--accum-freq", "4", "--grad-checkpointing"],
+}
+
+
+def _mode_config(args, name: str):
+  mode, k, remat = THROUGHPUT_MODES[name]
+  base = get_config(args.config, args.set)
+  batch = args.batch or (base.train.batch_size * (k if mode == "accumulate" else 1))
+  return mode, memory.with_overrides(base, train__batch_size=batch,
+                                     train__microbatch_size=batch // k if k > 1 else 0,
+                                     model__remat=args.remat or remat)
+
+
+def _run_json(cmd: list[str]) -> dict:
+  """Runs a benchmark process and returns the JSON object on the last line of its output."""
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def _ours_cmd(args, name: str, steps: int, warmup: int) -> list[str]:
+  cmd = [sys.executable, "-m", "basic_core.bench", "throughput", "--config", args.config, "--one", name,
+         "--steps", str(steps), "--warmup", str(warmup), "--max-steps", str(args.max_steps)]
+  cmd += [f"--set={s}" for s in args.set] + (["--remat", args.remat] if args.remat else [])
+  return cmd + (["--batch", str(args.batch)] if args.batch else [])
 
 
 def cmd_throughput(args) -> int:
   if args.one:
-    name = args.one
-    mode, k, remat = THROUGHPUT_MODES[name]
-    base = get_config(args.config, args.set)
-    batch = args.batch or (base.train.batch_size * (k if mode == "accumulate" else 1))
-    config = memory.with_overrides(base, train__batch_size=batch,
-                                   train__microbatch_size=batch // k if k > 1 else 0, model__remat=remat)
-    row = dict(name=name, **throughput_row(config, mode, steps=args.steps, warmup=args.warmup,
-                                           max_steps=args.max_steps))
+    mode, config = _mode_config(args, args.one)
+    row = dict(name=args.one, **throughput_row(config, mode, steps=args.steps, warmup=args.warmup,
+                                               max_steps=args.max_steps))
+    if args.roof:
+      row["matmul_roof_gflop_per_s"] = matmul_roof_gflop_per_s()
     print(json.dumps(row), flush=True)
     return 0
   rows = []
   for name in args.modes.split(","):
-    cmd = [sys.executable, "-m", "basic_core.bench", "throughput", "--config", args.config,
-           "--one", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--max-steps", str(args.max_steps)] + [f"--set={s}" for s in args.set]
-    if args.batch:
-      cmd += ["--batch", str(args.batch)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    row = json.loads(out.strip().splitlines()[-1])
+    row = _run_json(_ours_cmd(args, name, args.steps, args.warmup) + ["--roof"])
     rows.append(row)
     if args.json:
       print(json.dumps(row), flush=True)
     else:
       print(f"{row['name']:<18} batch {row['batch']:>5} micro {row['microbatch']:>5} "
-            f"{row['samples_per_s']:8.1f} samples/s  step {row['step_s_median']:.3f} s  "
-            f"{row['achieved_gflop_per_s']:6.1f} GFLOP/s  RSS {row['peak_rss_mb']:.0f} MB"
-            f"{'  (contended)' if row['contended'] else ''}", flush=True)
-  if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
+            f"{row['remat']:<14} {row['samples_per_s']:8.1f} samples/s  step {row['step_s_median']:.3f} s"
+            f"  {row['hw_gflop_per_s']:6.1f} GFLOP/s ({row['hw_gflop_per_s'] / row['matmul_roof_gflop_per_s']:.0%}"
+            f" of matmul)  RSS {row['peak_rss_mb']:.0f} MB{'  (contended)' if row['contended'] else ''}",
+            flush=True)
+  _append(args.out, rows)
+  return 0
+
+
+def _append(path: Path | None, rows: list[dict]) -> None:
+  if path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# side by side with OpenCLIP
+
+
+def compare_table(rows: list[dict]) -> str:
+  """Markdown: per mode, median samples/s and max peak RSS of each side over rounds, and the ratios."""
+  lines = ["| mode | batch | microbatch x K | ours: remat | ours samples/s | OpenCLIP samples/s | speed ratio "
+           "| ours peak RSS MB | OpenCLIP peak RSS MB | RSS ratio |", "|---" * 10 + "|"]
+  for name in dict.fromkeys(r["name"] for r in rows):
+    ours = [r for r in rows if r["name"] == name and r["side"] == "ours"]
+    peer = [r for r in rows if r["name"] == name and r["side"] == "openclip"]
+    if not (ours and peer):
+      continue
+    speed = [statistics.median(r["samples_per_s"] for r in side) for side in (ours, peer)]
+    rss = [max(r["peak_rss_mb"] for r in side) for side in (ours, peer)]
+    k = ours[0]["batch"] // ours[0]["microbatch"]
+    lines.append(f"| {name} | {ours[0]['batch']} | {ours[0]['microbatch']} x {k} | {ours[0]['remat']} "
+                 f"| {speed[0]:.1f} | {speed[1]:.1f} | **{speed[0] / speed[1]:.2f}x** | {rss[0]:.0f} "
+                 f"| {rss[1]:.0f} | **{rss[0] / rss[1]:.2f}x** |")
+  return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+  """Alternates our step and OpenCLIP's (one process each) per mode and round; prints the ratios."""
+  rows = []
+  for round_ in range(args.rounds):
+    for name in args.modes.split(","):
+      steps, warmup = (args.steps, 2) if name == "plain" else (max(args.steps - 2, 2), 1)
+      batch = args.batch or get_config(args.config, args.set).train.batch_size * (
+          1 if name == "plain" else 4)
+      peer_cmd = [args.peer_python, args.peer_script, "--batch", str(batch), "--steps", str(steps),
+                  "--warmup", str(warmup), "--threads", str(os.cpu_count()),
+                  "--max-steps", str(args.max_steps)] + PEER_FLAGS[name]
+      ours_cmd = _ours_cmd(args, name, steps, warmup)
+      sides = [("ours", ours_cmd), ("openclip", peer_cmd)]
+      for side, cmd in sides if round_ % 2 == 0 else sides[::-1]:
+        row = {**_run_json(cmd), "name": name, "side": side, "round": round_}
+        row.setdefault("microbatch", row.get("micro_batch"))
+        rows.append(row)
+        print(f"round {round_} {name:<17} {side:<9} {row['samples_per_s']:7.1f} samples/s  "
+              f"RSS {row['peak_rss_mb']:6.0f} MB{'  (contended)' if row.get('contended') else ''}",
+              flush=True)
+      _append(args.out, rows[-2:])
+  print(compare_table(rows))
   return 0
 
 
@@ -294,13 +391,29 @@ def main(argv=None) -> int:
   t.add_argument("--steps", type=int, default=5)
   t.add_argument("--warmup", type=int, default=2)
   t.add_argument("--max-steps", type=int, default=12)
+  t.add_argument("--remat", choices=memory.POLICY_ORDER, help="override every mode's remat policy")
   t.add_argument("--one", choices=tuple(THROUGHPUT_MODES), help=argparse.SUPPRESS)
+  t.add_argument("--roof", action="store_true", help=argparse.SUPPRESS)
   t.add_argument("--json", action="store_true")
   t.add_argument("--out", type=Path)
   t.set_defaults(fn=cmd_throughput)
+  c = sub.add_parser("compare", help="our step and OpenCLIP's, alternated, one process each; ratios")
+  c.add_argument("--peer-python", required=True, help="python of a venv with open_clip (harness setup)")
+  c.add_argument("--peer-script", required=True, help="the OpenCLIP peer harness's bench.py")
+  c.add_argument("--config", default="peer-vit")
+  c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  c.add_argument("--modes", default=",".join(THROUGHPUT_MODES))
+  c.add_argument("--batch", type=int, help="global batch (default: the config's, x4 when accumulating)")
+  c.add_argument("--remat", choices=memory.POLICY_ORDER, help="override our modes' remat policy")
+  c.add_argument("--steps", type=int, default=5, help="timed steps for plain (accumulating: 2 fewer)")
+  c.add_argument("--max-steps", type=int, default=10)
+  c.add_argument("--rounds", type=int, default=1, help="rounds; odd rounds run OpenCLIP first")
+  c.add_argument("--out", type=Path, help="append the JSON lines of both sides here")
+  c.set_defaults(fn=cmd_compare)
   args = parser.parse_args(argv)
   return args.fn(args)
 
 
 if __name__ == "__main__":
+  runtime.reexec_with_malloc_tunables()
   sys.exit(main())

@@ -25,7 +25,8 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from basic_core import checkpoint, data, distributed, evaluate, optim, pretrain, sharding, step as step_lib
+from basic_core import (checkpoint, data, distributed, evaluate, optim, pretrain, runtime, sharding,
+                        step as step_lib)
 from basic_core.configs import ConfigError, get_config
 from basic_core.models import build_model
 
@@ -152,7 +153,8 @@ def train(config, workdir: Path) -> dict:
       frozen = optim.image_frozen_at(config, s)
       if frozen not in step_fns:
         step_fns[frozen] = step_lib.jit_train_step(
-            step_lib.make_train_step(fns, tx, frozen_image=frozen), state_sharding, batch_sharding)
+            step_lib.make_train_step(fns, tx, frozen_image=frozen), state_sharding, batch_sharding,
+            config=config)
       batch = sharding.put_batch(next(pipeline), batch_sharding)
       state, metrics = step_fns[frozen](state, batch)
       loss = float(metrics["loss"])
@@ -267,4 +269,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  runtime.reexec_with_malloc_tunables()
   sys.exit(main())

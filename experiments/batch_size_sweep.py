@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from basic_core import runtime
 from experiments import stats
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
@@ -115,4 +116,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  runtime.reexec_with_malloc_tunables()
   sys.exit(main())

@@ -21,18 +21,12 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from experiments import stats  # noqa: E402
 from experiments.batch_size_sweep import add_means, zeroshot_columns  # noqa: E402
+from paper_figures.axes import log2_batch_axis  # noqa: E402
 
 GAP_LABELS = {
     "gap_fixed_eval": "held-out - train loss at fixed eval batch",
     "gap_population": "est. infinite-batch held-out loss - train objective (offset by log N)",
 }
-
-
-def _log2_axis(ax, batch_sizes) -> None:
-  ax.set_xscale("log", base=2)
-  ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
-  ax.minorticks_off()
-  ax.grid(alpha=0.3)
 
 
 def _errorbars(ax, df: pd.DataFrame, metric: str, label: str, color=None) -> None:
@@ -59,7 +53,7 @@ def gap_figure(df: pd.DataFrame, path: Path) -> Path:
            title=f"{GAP_LABELS[gap]}\n{slope['slope']:+.3f} per doubling "
                  f"[{slope['slope_ci_low']:+.3f}, {slope['slope_ci_high']:+.3f}]: {fit['verdict']}")
     ax.title.set_fontsize(9)
-    _log2_axis(ax, sizes)
+    log2_batch_axis(ax, sizes)
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=150)
@@ -76,8 +70,7 @@ def accuracy_figure(df: pd.DataFrame, path: Path, *, robustness: bool) -> Path:
   mean_col = "zeroshot_robustness_mean_top1" if robustness else "zeroshot_mean_top1"
   if mean_col in df:
     _errorbars(ax, df, mean_col, "mean", "black")
-  sizes = sorted(df["batch_size"].unique())
-  _log2_axis(ax, sizes)
+  log2_batch_axis(ax, df["batch_size"])
   ax.set(xlabel="contrastive batch size N (training)", ylabel="zero-shot top-1 accuracy",
          title="Zero-shot accuracy on the robustness sets" if robustness
          else "Zero-shot accuracy (built-in tasks)")
@@ -97,7 +90,7 @@ def combined_figure(df: pd.DataFrame, path: Path) -> Path | None:
                             (axes[1], "zeroshot_mean_top1", "mean zero-shot top-1")):
     sns.lineplot(df, x="batch_size", y=metric, hue="model", style="num_train", marker="o",
                  errorbar=("ci", 95), ax=ax)
-    _log2_axis(ax, sorted(df["batch_size"].unique()))
+    log2_batch_axis(ax, df["batch_size"])
     ax.set(xlabel="contrastive batch size N", ylabel=label)
   axes[0].set_title("Combined scaling: model size (hue) x data size (style) x batch size")
   fig.tight_layout()

@@ -307,3 +307,38 @@ def test_constrain_is_a_no_op_without_a_mesh_and_shards_the_batch_with_one():
 def test_batch_norm_is_refused():
   with pytest.raises(ValueError, match="coatnet.norm"):
     count_params(model_config({**COATNET, "image.coatnet.norm": "batch"}))
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_row_selection_skips_work_but_not_the_function(scan):
+  """Asking a Stack for a few output rows (the pooled token) prunes its last block: the values and the
+  gradients (weights and input) equal those of the full stack followed by the same rows."""
+  from basic_core.models.layers import Block, Options, Stack
+  opts = Options(scan=scan)
+  stack = Stack(lambda r: Block(32, 4, 2, causal=True, opts=opts, rngs=r), 3, ("batch", "seq", "embed"),
+                opts=opts, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(stack)
+  x_BxLxD = jax.random.normal(jax.random.key(1), (B, 9, 32))
+  rows_BxQ = jnp.array([[0], [8], [3], [5]])
+
+  def pooled(params, x, prune):
+    out = nnx.merge(graphdef, params)(x, rows_BxQ=rows_BxQ) if prune else jnp.take_along_axis(
+        nnx.merge(graphdef, params)(x), rows_BxQ[..., None], axis=1)
+    return jnp.sum(jnp.sin(out)), out
+
+  @jax.jit
+  def both(params, x):
+    return [jax.value_and_grad(pooled, argnums=(0, 1), has_aux=True)(params, x, p) for p in (True, False)]
+
+  ((_, pruned), pruned_grads), ((_, full), full_grads) = both(params, x_BxLxD)
+  assert pruned.shape == (B, 1, 32)
+  np.testing.assert_allclose(pruned, full, atol=1e-5)
+  for g_pruned, g_full in zip(jax.tree.leaves(pruned_grads), jax.tree.leaves(full_grads)):
+    np.testing.assert_allclose(g_pruned, g_full, atol=1e-5 * (np.abs(g_full).max() + 1e-9))
+
+
+def test_patch_matmul_equals_the_patch_convolution(vit):
+  images_BxHxWx3 = jax.random.uniform(jax.random.key(2), (2, 32, 32, 3))
+  conv_BxhxwxD = vit.image.patch_embed(images_BxHxWx3)
+  np.testing.assert_allclose(vit.image.embed_patches(images_BxHxWx3),
+                             conv_BxhxwxD.reshape(2, -1, conv_BxhxwxD.shape[-1]), atol=1e-5)

@@ -207,6 +207,13 @@ def _jsonable(x):
   raise TypeError(f"cannot serialise {type(x)}")
 
 
+def summary_line(r: dict) -> str:
+  """'PASS  name  number=value ...': a check's verdict and the scalar numbers behind it."""
+  numbers = {k: v for k, v in r.items() if isinstance(v, (int, float)) and k != "passed"}
+  return (f"{'PASS' if r['passed'] else 'FAIL'}  {r['name']:<36} "
+          + " ".join(f"{k}={v:.4g}" for k, v in numbers.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument("--json", action="store_true", help="one JSON object per check and line")
@@ -218,12 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     s = dataclasses.replace(s, trials=args.trials)
 
   def report(r: dict) -> None:
-    if args.json:
-      print(json.dumps(r, default=_jsonable), flush=True)
-    else:
-      figures = {k: v for k, v in r.items() if isinstance(v, (int, float)) and k != "passed"}
-      print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['name']:<36} "
-            + " ".join(f"{k}={v:.4g}" for k, v in figures.items()), flush=True)
+    print(json.dumps(r, default=_jsonable) if args.json else summary_line(r), flush=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     ok = run(s, report, f"{tmp}/results.csv")

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from paper_figures.axes import log2_batch_axis  # noqa: E402
 from theory import fits  # noqa: E402
 
 RATES = {"inv_sqrt": 0.5, "inv": 1.0}  # gap = a + b N^-p
@@ -137,7 +138,8 @@ def plot_sweep(results_csv_path: str, out_path: str, columns: list[str] | None =
                 "-" if fit["supported"] == name else "--",
                 label=f"{RATE_LABELS[name]} (w={fit[f'{name}_akaike_weight']:.2f})")
       where = " ".join(f"{k}={v}" for k, v in key.items())
-      ax.set(xscale="log", xlabel="contrastive batch size N", ylabel=col,
+      log2_batch_axis(ax, d["batch_size"])
+      ax.set(xlabel="contrastive batch size N", ylabel=f"{col} (nats)",
              title=f"{where} {col}: supported = {fit['supported']}".strip())
       ax.legend(fontsize=7)
   fig.tight_layout()

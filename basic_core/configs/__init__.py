@@ -110,6 +110,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   divisible(m.text.width, m.text.heads, "model.text")
   if m.remat not in REMAT_POLICIES:
     raise ConfigError(f"model.remat must be one of {REMAT_POLICIES}, got {m.remat!r}")
+  if m.cpu_scheduler not in ("concurrency", "memory"):
+    raise ConfigError(f"model.cpu_scheduler must be concurrency or memory, got {m.cpu_scheduler!r}")
   if m.dtype not in ("float32", "bfloat16"):
     raise ConfigError(f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
   if config.loss.kind not in ("softmax", "sigmoid"):

@@ -37,6 +37,6 @@ class TextTransformer(nnx.Module):
     """Pooled features [B, width]; L may be shorter than the context."""
     x_BxLxD = self.token_embed(tokens_BxL)
     x_BxLxD = x_BxLxD + self.pos_embed[...][: tokens_BxL.shape[1]].astype(x_BxLxD.dtype)[None]
-    x_BxLxD = self.transformer(constrain(x_BxLxD, SEQ), key=key)
-    end_Bx1x1 = end_positions(tokens_BxL)[:, None, None]
-    return self.ln_final(jnp.take_along_axis(x_BxLxD, end_Bx1x1, axis=1)[:, 0])
+    end_Bx1 = end_positions(tokens_BxL)[:, None]
+    end_Bx1xD = self.transformer(constrain(x_BxLxD, SEQ), key=key, rows_BxQ=end_Bx1)
+    return self.ln_final(end_Bx1xD[:, 0])

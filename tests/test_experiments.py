@@ -83,3 +83,24 @@ def test_smoke_sweep_end_to_end(tmp_path):
   df = pd.read_csv(tmp_path / "results.csv")
   assert len(df) == 9 and set(df["batch_size"]) == {16, 64, 256}
   assert (tmp_path / "figures" / "gap_vs_batch.png").exists()
+
+
+def test_scaling_preset_crosses_model_data_and_batch_and_draws_the_combined_panels(tmp_path):
+  """The combined-scaling grid: every (model, data size, batch, seed) once, each with its own sizes;
+  the figure script draws the combined panels from such results (synthetic numbers, no training)."""
+  from paper_figures.sweep_figures import combined_figure
+  sweep = PRESETS["scaling"]
+  runs = plan_runs(sweep)
+  grid = {(r.model, r.num_train, r.batch_size, r.seed) for r in runs}
+  assert len(grid) == len(runs) == (len(sweep.models) * len(sweep.num_train) * len(sweep.batch_sizes)
+                                    * len(sweep.seeds))
+  widths = {r.model: r.config().model.image.vit.width for r in runs}
+  assert len(set(widths.values())) == len(sweep.models)
+  assert {r.config().data.num_train for r in runs} == set(sweep.num_train)
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame([dict(model=r.model, num_train=r.num_train, batch_size=r.batch_size, seed=r.seed,
+                          gap_fixed_eval=rng.normal(), zeroshot_mean_top1=rng.uniform()) for r in runs])
+  path = combined_figure(df, tmp_path / "combined.png")
+  assert path is not None and path.stat().st_size > 10_000
+  assert combined_figure(df[(df.model == "s") & (df.num_train == sweep.num_train[0])],
+                         tmp_path / "none.png") is None

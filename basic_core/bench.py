@@ -256,13 +256,6 @@ THROUGHPUT_MODES = {  # name -> (mode, microbatch divisor K, remat): the peer ha
     "accumulate": ("accumulate", 4, "dots_saveable"),
     "accumulate+remat": ("accumulate", 4, "full"),  # OpenCLIP's --grad-checkpointing counterpart
 }
-PEER_FLAGS = {  # the same settings for the OpenCLIP peer harness (../shared/bench/openclip_peer)
-    "plain": ["--accum-freq", "1"],
-    "accumulate": ["--accum-freq", "4"],
-    "accumulate+remat": ["--accum-freq", "4", "--grad-checkpointing"],
-}
-
-
 def _mode_config(args, name: str):
   mode, k, remat = THROUGHPUT_MODES[name]
   base = get_config(args.config, args.set)
@@ -345,11 +338,12 @@ def cmd_compare(args) -> int:
   for round_ in range(args.rounds):
     for name in args.modes.split(","):
       steps, warmup = (args.steps, 2) if name == "plain" else (max(args.steps - 2, 2), 1)
-      batch = args.batch or get_config(args.config, args.set).train.batch_size * (
-          1 if name == "plain" else 4)
+      _, k, remat = THROUGHPUT_MODES[name]
+      batch = _mode_config(args, name)[1].train.batch_size  # the same batch and K for OpenCLIP
       peer_cmd = [args.peer_python, args.peer_script, "--batch", str(batch), "--steps", str(steps),
                   "--warmup", str(warmup), "--threads", str(os.cpu_count()),
-                  "--max-steps", str(args.max_steps)] + PEER_FLAGS[name]
+                  "--max-steps", str(args.max_steps), "--accum-freq", str(k)]
+      peer_cmd += ["--grad-checkpointing"] if remat == "full" else []
       ours_cmd = _ours_cmd(args, name, steps, warmup)
       sides = [("ours", ours_cmd), ("openclip", peer_cmd)]
       for side, cmd in sides if round_ % 2 == 0 else sides[::-1]:

@@ -8,9 +8,10 @@ accumulation does) silently shrinks the contrastive batch to M. BASIC instead:
      embeddings and the head parameters (temperature, bias): the "gradient cache";
   3. recomputes each microbatch's forward pass and pulls its slice of the cached embedding gradients back
      through the towers with `jax.vjp`, summing parameter gradients.
-One refinement that costs no memory: the last microbatch is embedded in step 1 by `jax.vjp` itself, and
-its activations are spent on its backward pass right after step 2, before any other microbatch is
-recomputed; so it is never recomputed, and at most one microbatch's activations are alive at a time.
+One refinement (K > 2): the last microbatch is embedded in step 1 by `jax.vjp`, and its activations are
+spent on its backward pass right after step 2, before any other microbatch is recomputed; so it is never
+recomputed, and at most one microbatch's activations are alive at a time. They are alive during step 2,
+so the peak grows where the loss's own temporaries are large (dense N x N logits; tile the loss).
 Since the loss depends on the tower parameters only through the embeddings, sum_k J_k^T dL/dz_k equals
 dL/dparams exactly; the temperature gradient comes from step 2 alone, so it is counted once (OpenCLIP's
 accumulation counts it K times). Randomness (dropout, augmentation) is keyed per *example* from the
@@ -19,8 +20,8 @@ and pixels: the run does not depend on M.
 
 Microbatch k holds examples k, k + K, k + 2K, ...: with the batch sharded contiguously over the
 `data` mesh axis, every microbatch is then spread over all devices.
-Cost: K - 1 extra microbatch forward passes, (4 - 1/K)F / 3F of the naive step's FLOPs (1.25x at K = 4);
-memory: activations of one microbatch plus O(N * D) embeddings and the loss (O(N * tile) when tiled).
+Cost: the extra forward passes of K - 1 microbatches (of all K when K <= 2), (4 - 1/K)F / 3F of the
+naive step's FLOPs, 1.25x at K = 4; memory: activations of one microbatch plus O(N * D) embeddings and the loss (O(N * tile) when tiled).
 """
 
 from __future__ import annotations
@@ -78,26 +79,33 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
   k = num_microbatches
   n = jax.tree.leaves(batch)[0].shape[0]
   micro = (to_microbatches(batch, k), to_microbatches(example_keys(key, n), k))
-  micro_rest, micro_last = _split_last(micro)
+  # With K = 2 the loops left would run once; XLA inlines such loops and its CPU scheduler then
+  # overlaps the two microbatches' activations, so the last microbatch is only kept for K > 2.
+  keep_last = k > 2
+  micro_rest, micro_last = _split_last(micro) if keep_last else (micro, None)
 
-  # 1. Embed microbatches 1..K-1; no activations survive the map. The barrier orders the last one
+  # 1. Embed the microbatches; no activations survive the map. The barrier orders the kept last one
   #    after them, so its activations (kept by `jax.vjp` for step 3) never overlap the map's.
   frozen = jax.lax.stop_gradient(params)
-  embs_rest = jax.lax.map(lambda a: embed_fn(frozen, *a), micro_rest)
-  embs_rest, micro_last = jax.lax.optimization_barrier((embs_rest, micro_last))
-  embs_last, vjp_last = jax.vjp(lambda p: embed_fn(p, *micro_last), params)
-  image_NxD, text_NxD = from_microbatches(jax.tree.map(
-      lambda rest, last: jnp.concatenate([rest, last[None]]), embs_rest, embs_last))
+  embs = jax.lax.map(lambda a: embed_fn(frozen, *a), micro_rest)
+  if keep_last:
+    embs, micro_last = jax.lax.optimization_barrier((embs, micro_last))
+    embs_last, vjp_last = jax.vjp(lambda p: embed_fn(p, *micro_last), params)
+    embs = jax.tree.map(lambda rest, last: jnp.concatenate([rest, last[None]]), embs, embs_last)
+  image_NxD, text_NxD = from_microbatches(embs)
 
   # 2. The loss once, over the whole contrastive batch; the gradient cache.
   loss, (d_image_NxD, d_text_NxD, head_grads) = jax.value_and_grad(head_loss_fn, argnums=(0, 1, 2))(
       image_NxD, text_NxD, params)
 
-  # 3. Back-propagate each microbatch's slice of the cache: the last one through its kept activations,
-  #    the others recomputed. The head gradients (temperature, bias; zero for the towers) seed the sum,
-  #    so they are counted exactly once.
-  cache_rest, cache_last = _split_last(to_microbatches((d_image_NxD, d_text_NxD), k))
-  grads = jax.tree.map(jnp.add, head_grads, vjp_last(cache_last)[0])
+  # 3. Back-propagate each microbatch's slice of the cache: the kept one through its activations, the
+  #    others recomputed. The head gradients (temperature, bias; zero for the towers) seed the sum, so
+  #    they are counted exactly once.
+  cache = to_microbatches((d_image_NxD, d_text_NxD), k)
+  grads = head_grads
+  if keep_last:
+    cache, cache_last = _split_last(cache)
+    grads = jax.tree.map(jnp.add, grads, vjp_last(cache_last)[0])
 
   def backward(grads, a):
     (batch_k, keys_k), cache_k = a
@@ -105,7 +113,7 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
     (g,) = vjp(cache_k)
     return jax.tree.map(jnp.add, grads, g), None
 
-  grads, _ = jax.lax.scan(backward, grads, (micro_rest, cache_rest))
+  grads, _ = jax.lax.scan(backward, grads, (micro_rest, cache))
   return loss, grads
 
 

@@ -338,6 +338,7 @@ def cmd_compare(args) -> int:
   for round_ in range(args.rounds):
     for name in args.modes.split(","):
       steps, warmup = (args.steps, 2) if name == "plain" else (max(args.steps - 2, 2), 1)
+      warmup = warmup if args.warmup is None else args.warmup
       _, k, remat = THROUGHPUT_MODES[name]
       batch = _mode_config(args, name)[1].train.batch_size  # the same batch and K for OpenCLIP
       peer_cmd = [args.peer_python, args.peer_script, "--batch", str(batch), "--steps", str(steps),
@@ -402,6 +403,7 @@ def main(argv=None) -> int:
   c.add_argument("--steps", type=int, default=5, help="timed steps for plain (accumulating: 2 fewer)")
   c.add_argument("--max-steps", type=int, default=10)
   c.add_argument("--rounds", type=int, default=1, help="rounds; odd rounds run OpenCLIP first")
+  c.add_argument("--warmup", type=int, help="untimed steps per side (default: 2 plain, 1 accumulating)")
   c.add_argument("--out", type=Path, help="append the JSON lines of both sides here")
   c.set_defaults(fn=cmd_compare)
   args = parser.parse_args(argv)

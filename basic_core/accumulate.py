@@ -79,9 +79,7 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
   k = num_microbatches
   n = jax.tree.leaves(batch)[0].shape[0]
   micro = (to_microbatches(batch, k), to_microbatches(example_keys(key, n), k))
-  # With K = 2 the loops left would run once; XLA inlines such loops and its CPU scheduler then
-  # overlaps the two microbatches' activations, so the last microbatch is only kept for K > 2.
-  keep_last = k > 2
+  keep_last = keeps_last_microbatch(k)
   micro_rest, micro_last = _split_last(micro) if keep_last else (micro, None)
 
   # 1. Embed the microbatches; no activations survive the map. The barrier orders the kept last one
@@ -115,6 +113,12 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
 
   grads, _ = jax.lax.scan(backward, grads, (micro_rest, cache))
   return loss, grads
+
+
+def keeps_last_microbatch(k: int) -> bool:
+  """Whether step 1 keeps the last microbatch's activations. Not for K = 2: the loops left would run
+  once, XLA inlines such loops, and its CPU scheduler then overlaps the two microbatches' activations."""
+  return k > 2
 
 
 def _split_last(tree):

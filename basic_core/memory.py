@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from basic_core import optim, step as step_lib
+from basic_core import accumulate, optim, step as step_lib
 from basic_core.configs import REMAT_POLICIES, apply_overrides, validate
 from basic_core.models import build_model
 
@@ -84,8 +84,9 @@ def step_flops(config, mode: str | None = None) -> float:
   XLA counts the body of a loop once, whatever its trip count, so layers are unrolled
   (`model.scan_layers=False`: the same arithmetic) and the step is counted before compilation. The
   accumulated step loops over its K microbatches, so it is counted as K plain steps of one microbatch
-  plus K forward passes (the embedding pass): exact up to the loss and the optimizer update, which it
-  runs once instead of K times (well under 1% of the FLOPs here).
+  plus the forward passes of its embedding pass (K - 1 when it keeps the last microbatch's activations):
+  exact up to the loss and the optimizer update, which it runs once instead of K times (well under 1%
+  of the FLOPs here).
   """
   unrolled = with_overrides(config, model__scan_layers=False)
   default_mode, k = step_lib.step_mode(unrolled)
@@ -94,7 +95,8 @@ def step_flops(config, mode: str | None = None) -> float:
                            train__microbatch_size=0)
     fns, state, _ = abstract_train_state(plain)
     embed = jax.jit(lambda p, b: fns.embed(p, b, None)).lower(state["params"], abstract_batch(plain))
-    return k * (step_flops(plain, "naive") + _flops(embed))
+    passes = k - 1 if accumulate.keeps_last_microbatch(k) else k
+    return k * step_flops(plain, "naive") + passes * _flops(embed)
   fns, state, tx = abstract_train_state(unrolled)
   step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx, mode=mode))
   return _flops(step.lower(state, abstract_batch(unrolled)))

@@ -21,7 +21,8 @@ and pixels: the run does not depend on M.
 Microbatch k holds examples k, k + K, k + 2K, ...: with the batch sharded contiguously over the
 `data` mesh axis, every microbatch is then spread over all devices.
 Cost: the extra forward passes of K - 1 microbatches (of all K when K <= 2), (4 - 1/K)F / 3F of the
-naive step's FLOPs, 1.25x at K = 4; memory: activations of one microbatch plus O(N * D) embeddings and the loss (O(N * tile) when tiled).
+naive step's FLOPs, 1.25x at K = 4; memory: activations of one microbatch plus O(N * D) embeddings and
+the loss (O(N * tile) when tiled).
 """
 
 from __future__ import annotations

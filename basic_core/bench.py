@@ -4,13 +4,15 @@
     python -m basic_core.bench memory --config tiny --batch 4096 --memory-budget 256MiB
     python -m basic_core.bench throughput --config peer-vit [--json]
     python -m basic_core.bench compare --peer-python PY --peer-script ../shared/bench/openclip_peer/bench.py
+    python -m basic_core.bench compare-table paper_figures/data/compare_openclip.jsonl
 
 `memory` compiles the step for every (contrastive batch, mode, microbatch, remat) of its grid, reports
 XLA's compiled bytes, then times a few steps on random data. One JSON object per line with `--json`.
 `throughput` runs each mode in its own process (peak RSS is per process and only grows) and times
 steps only while the rest of the machine is quiet (see `Quiet`), as the OpenCLIP peer harness does.
 `compare` runs the same three modes of our step and of OpenCLIP's (through the peer harness, which is
-not part of this repository: pass its venv's python and its bench.py), alternating the two programs.
+not part of this repository: pass its venv's python and its bench.py), alternating the two programs;
+`compare-table` prints the same table from saved lines (every run appends to its `--out` file).
 """
 
 from __future__ import annotations
@@ -232,6 +234,7 @@ def throughput_row(config, mode: str, *, steps: int, warmup: int, max_steps: int
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
+  runtime.release_freed_memory()  # as the trainer does after compiling
   mem = memory.compiled_memory(compiled)
   _, times, contended, everything = time_steps(compiled, state, batch, steps=steps, warmup=warmup,
                                                max_steps=max_steps, quiet=Quiet())
@@ -315,9 +318,13 @@ def _append(path: Path | None, rows: list[dict]) -> None:
 
 
 def compare_table(rows: list[dict]) -> str:
-  """Markdown: per mode, median samples/s and max peak RSS of each side over rounds, and the ratios."""
+  """Markdown: per mode, median samples/s and max peak RSS of each side over rounds, and the ratios.
+
+  Our executed GFLOP/s is the median over rounds, and its share of the float32 matmul roof measured in
+  the same process (`matmul_roof_gflop_per_s`) where the rows carry one.
+  """
   lines = ["| mode | batch | microbatch x K | ours: remat | ours samples/s | OpenCLIP samples/s | speed ratio "
-           "| ours peak RSS MB | OpenCLIP peak RSS MB | RSS ratio |", "|---" * 10 + "|"]
+           "| ours peak RSS MB | OpenCLIP peak RSS MB | RSS ratio | ours GFLOP/s (of roof) |", "|---" * 11 + "|"]
   for name in dict.fromkeys(r["name"] for r in rows):
     ours = [r for r in rows if r["name"] == name and r["side"] == "ours"]
     peer = [r for r in rows if r["name"] == name and r["side"] == "openclip"]
@@ -326,9 +333,12 @@ def compare_table(rows: list[dict]) -> str:
     speed = [statistics.median(r["samples_per_s"] for r in side) for side in (ours, peer)]
     rss = [max(r["peak_rss_mb"] for r in side) for side in (ours, peer)]
     k = ours[0]["batch"] // ours[0]["microbatch"]
+    flops = f"{statistics.median(r['hw_gflop_per_s'] for r in ours):.0f}"
+    if all("matmul_roof_gflop_per_s" in r for r in ours):
+      flops += f" ({statistics.median(r['hw_gflop_per_s'] / r['matmul_roof_gflop_per_s'] for r in ours):.0%})"
     lines.append(f"| {name} | {ours[0]['batch']} | {ours[0]['microbatch']} x {k} | {ours[0]['remat']} "
                  f"| {speed[0]:.1f} | {speed[1]:.1f} | **{speed[0] / speed[1]:.2f}x** | {rss[0]:.0f} "
-                 f"| {rss[1]:.0f} | **{rss[0] / rss[1]:.2f}x** |")
+                 f"| {rss[1]:.0f} | **{rss[0] / rss[1]:.2f}x** | {flops} |")
   return "\n".join(lines)
 
 
@@ -345,7 +355,7 @@ def cmd_compare(args) -> int:
                   "--warmup", str(warmup), "--threads", str(os.cpu_count()),
                   "--max-steps", str(args.max_steps), "--accum-freq", str(k)]
       peer_cmd += ["--grad-checkpointing"] if remat == "full" else []
-      ours_cmd = _ours_cmd(args, name, steps, warmup)
+      ours_cmd = _ours_cmd(args, name, steps, warmup) + ["--roof"]
       sides = [("ours", ours_cmd), ("openclip", peer_cmd)]
       for side, cmd in sides if round_ % 2 == 0 else sides[::-1]:
         row = {**_run_json(cmd), "name": name, "side": side, "round": round_}
@@ -406,8 +416,12 @@ def main(argv=None) -> int:
   c.add_argument("--warmup", type=int, help="untimed steps per side (default: 2 plain, 1 accumulating)")
   c.add_argument("--out", type=Path, help="append the JSON lines of both sides here")
   c.set_defaults(fn=cmd_compare)
+  ct = sub.add_parser("compare-table", help="the comparison table of saved JSON lines (compare --out)")
+  ct.add_argument("files", type=Path, nargs="+")
+  ct.set_defaults(fn=lambda a: print(compare_table(
+      [json.loads(line) for f in a.files for line in f.read_text().splitlines() if line.strip()])))
   args = parser.parse_args(argv)
-  return args.fn(args)
+  return args.fn(args) or 0
 
 
 if __name__ == "__main__":

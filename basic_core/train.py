@@ -151,11 +151,12 @@ def train(config, workdir: Path) -> dict:
   with StopRequest() as stop:
     for s in range(start, total):
       frozen = optim.image_frozen_at(config, s)
-      if frozen not in step_fns:
+      batch = sharding.put_batch(next(pipeline), batch_sharding)
+      if frozen not in step_fns:  # compiled ahead, so the compiler's freed memory goes back first
         step_fns[frozen] = step_lib.jit_train_step(
             step_lib.make_train_step(fns, tx, frozen_image=frozen), state_sharding, batch_sharding,
-            config=config)
-      batch = sharding.put_batch(next(pipeline), batch_sharding)
+            config=config).lower(state, batch).compile()
+        runtime.release_freed_memory()
       state, metrics = step_fns[frozen](state, batch)
       loss = float(metrics["loss"])
       done = s + 1

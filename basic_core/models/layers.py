@@ -24,16 +24,21 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from basic_core.models.matmul import DENSE_OUTPUT, dense_dot_general
+
 ACTIVATION_RULES = {"batch": "data"}
 """Logical activation axis -> mesh axis; names not listed are replicated. A sharding module may extend it."""
 
 SEQ = ("batch", "seq", "embed")  # logical names of B x L x D activations
 IMAGE = ("batch", "height", "width", "embed")  # logical names of B x H x W x C activations
 
+_cp = jax.checkpoint_policies
+_DENSE = _cp.save_only_these_names(DENSE_OUTPUT)  # dense matmuls hide their dot in a custom_vjp
 REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block in the backward pass
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute the rest
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": _cp.nothing_saveable,  # recompute the whole block in the backward pass
+    "dots_saveable": _cp.save_from_both_policies(_cp.dots_saveable, _DENSE),  # keep matmul outputs
+    "dots_with_no_batch_dims_saveable": _cp.save_from_both_policies(
+        _cp.dots_with_no_batch_dims_saveable, _DENSE),
 }
 """`model.remat` -> `jax.checkpoint` policy; `none` means no checkpointing."""
 
@@ -47,6 +52,7 @@ class Options:
   dropout: float = 0.0  # residual-branch dropout rate, applied only when a key is given
   remat: str = "none"  # none | a key of REMAT_POLICIES
   scan: bool = True  # stacked blocks under lax.scan, else a Python loop
+  dense_grad: str = "ynn"  # ynn | autodiff: dense weight gradients (`models.matmul`)
 
 
 def constrain(x: jax.Array, names: Sequence[str]) -> jax.Array:
@@ -96,7 +102,9 @@ def layer_norm(dim: int, opts: Options, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 def linear(d_in: int, d_out: int, opts: Options, rngs: nnx.Rngs, **kw) -> nnx.Linear:
-  return nnx.Linear(d_in, d_out, dtype=opts.dtype, param_dtype=jnp.float32, rngs=rngs, **kw)
+  dot_general = dense_dot_general if opts.dense_grad == "ynn" else jax.lax.dot_general
+  return nnx.Linear(d_in, d_out, dtype=opts.dtype, param_dtype=jnp.float32, dot_general=dot_general,
+                    rngs=rngs, **kw)
 
 
 def relative_index(h: int, w: int) -> np.ndarray:

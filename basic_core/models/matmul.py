@@ -5,11 +5,12 @@ both operands. XLA:CPU (jaxlib 0.10.2) hands a dot to YNNPACK only when its left
 with the contracted axis last; autodiff's `dw` is not, so it fell back to Eigen, which ran these dots
 at ~120 GFLOP/s where YNNPACK runs ~145-170 on the 2-core CI VM. `_matmul`'s backward pass writes the
 transpose explicitly, on the narrower of x and dy, behind an optimization barrier so the algebraic
-simplifier cannot fold it back into the dot. Measured (`runs/prof/dw2.py`, M = 16,640 rows, transposes
-included): 1024 -> 256 weight gradient 68 -> 49 ms, 256 -> 1024 54 -> 48 ms, 256 -> 768 42 -> 37 ms.
-Whole peer-vit steps, both variants in one process, alternating (2026-11-23): plain batch 256 (remat
-none) 6.17 -> 5.49 s, accumulated 1024 = 256 x 4 (dots_saveable) 30.3 -> 27.6 s, same losses.
-`model.dense_grad=autodiff` switches back, for A/B runs (`bench throughput --set ...`).
+simplifier cannot fold it back into the dot. Measured once (2026-11-23, a throwaway timing script,
+not kept; M = 16,640 rows, transposes included): 1024 -> 256 weight gradient 68 -> 49 ms, 256 -> 1024
+54 -> 48 ms, 256 -> 768 42 -> 37 ms; whole peer-vit steps, both variants in one process, alternating:
+plain batch 256 (remat none) 6.17 -> 5.49 s, accumulated 1024 = 256 x 4 (dots_saveable) 30.3 -> 27.6 s,
+same losses. To reproduce, `model.dense_grad=autodiff` switches back:
+`python -m basic_core.bench throughput --config peer-vit --set model.dense_grad=autodiff`.
 
 A `custom_vjp` hides its dot from remat policies, so the output is named `DENSE_OUTPUT` and the
 `dots_*` policies of `models.layers` keep it by name. Other backends get the plain `lax.dot_general`:
@@ -32,7 +33,7 @@ def _matmul(x_NxI: jax.Array, w_IxO: jax.Array) -> jax.Array:
 
 
 def _matmul_fwd(x_NxI, w_IxO):
-  return _matmul(x_NxI, w_IxO), (x_NxI, w_IxO)
+  return jnp.dot(x_NxI, w_IxO), (x_NxI, w_IxO)
 
 
 def _matmul_bwd(res, dy_NxO):

@@ -5,6 +5,7 @@
     python -m basic_core.bench throughput --config peer-vit [--json]
     python -m basic_core.bench compare --peer-python PY --peer-script ../shared/bench/openclip_peer/bench.py
     python -m basic_core.bench compare-table paper_figures/data/compare_openclip.jsonl
+    python -m basic_core.bench roofline --config peer-vit
 
 `memory` compiles the step for every (contrastive batch, mode, microbatch, remat) of its grid, reports
 XLA's compiled bytes, then times a few steps on random data. One JSON object per line with `--json`.
@@ -13,6 +14,8 @@ steps only while the rest of the machine is quiet (see `Quiet`), as the OpenCLIP
 `compare` runs the same three modes of our step and of OpenCLIP's (through the peer harness, which is
 not part of this repository: pass its venv's python and its bench.py), alternating the two programs;
 `compare-table` prints the same table from saved lines (every run appends to its `--out` file).
+`roofline` times the model's dense matmuls alone (`basic_core.roofline`): how much of the roof the step
+could reach if everything else were free.
 """
 
 from __future__ import annotations
@@ -313,6 +316,31 @@ def _append(path: Path | None, rows: list[dict]) -> None:
       f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
+def cmd_roofline(args) -> int:
+  """The model's dense matmuls timed alone, against the roof: a ceiling for a step's share of it."""
+  from basic_core import roofline
+  config = get_config(args.config, args.set)
+  ceiling = roofline.dense_ceiling(config, repeats=args.repeats)
+  roof = matmul_roof_gflop_per_s()
+  model_flops = memory.step_flops(memory.with_overrides(
+      config, train__microbatch_size=0, model__remat="none"), "naive")
+  row = dict(config=config.name, batch=config.train.batch_size, matmul_roof_gflop_per_s=roof,
+             dense_share_of_model_flops=ceiling["dense_train_flops"] / model_flops,
+             devices=str(jax.devices()[0].device_kind), jax_version=jax.__version__, **ceiling)
+  if args.json:
+    print(json.dumps(row))
+  else:
+    print(f"{'M':>7} {'I':>5} {'O':>5} {'count':>5} {'fwd GFLOP/s':>12} {'bwd GFLOP/s':>12}")
+    for r in ceiling["shapes"]:
+      print(f"{r['m']:>7} {r['i']:>5} {r['o']:>5} {r['count']:>5} {r['forward_gflop_per_s']:>12.0f} "
+            f"{r['backward_gflop_per_s']:>12.0f}")
+    print(f"dense matmuls (forward + backward, each alone): {ceiling['dense_gflop_per_s']:.0f} GFLOP/s = "
+          f"{ceiling['dense_gflop_per_s'] / roof:.0%} of the matmul roof ({roof:.0f} GFLOP/s); they are "
+          f"{row['dense_share_of_model_flops']:.0%} of the step's model FLOPs")
+  _append(args.out, [row])
+  return 0
+
+
 # ----------------------------------------------------------------------------------------------------
 # side by side with OpenCLIP
 
@@ -402,6 +430,13 @@ def main(argv=None) -> int:
   t.add_argument("--json", action="store_true")
   t.add_argument("--out", type=Path)
   t.set_defaults(fn=cmd_throughput)
+  r = sub.add_parser("roofline", help="the model's dense matmuls timed alone, against the matmul roof")
+  r.add_argument("--config", default="peer-vit")
+  r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  r.add_argument("--repeats", type=int, default=7, help="timed calls per matmul (median)")
+  r.add_argument("--json", action="store_true")
+  r.add_argument("--out", type=Path, help="also append the JSON line here")
+  r.set_defaults(fn=cmd_roofline)
   c = sub.add_parser("compare", help="our step and OpenCLIP's, alternated, one process each; ratios")
   c.add_argument("--peer-python", required=True, help="python of a venv with open_clip (harness setup)")
   c.add_argument("--peer-script", required=True, help="the OpenCLIP peer harness's bench.py")

@@ -228,6 +228,22 @@ def test_every_remat_policy_gives_the_same_gradients(vit, inputs):
       assert np.abs(g - reference[path]).max() <= 1e-5 * scale, (policy, path)
 
 
+@pytest.mark.parametrize("kind", ["vit", "coatnet"])
+def test_hand_written_backward_passes_match_autodiff(kind, request, inputs):
+  """`models.matmul` (dense layers) and `models.attend` (attention, with CoAtNet's learned relative
+  bias and the text tower's causal mask) give autodiff's gradients, under remat too."""
+  model = request.getfixturevalue(kind)
+  base = {**(COATNET if kind == "coatnet" else {}), "remat": "dots_saveable"}
+  autodiff = {**base, "dense_grad": "autodiff", "attention_grad": "autodiff"}
+  (loss, grads), (loss_ref, grads_ref) = losses_and_grads(
+      [variant(model, base), variant(model, autodiff)], *inputs)
+  np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
+  assert any("rel_bias" in str(path) for path in grads) == (kind == "coatnet")
+  for path, g in grads.items():
+    scale = np.abs(grads_ref[path]).max() + 1e-12
+    assert np.abs(g - grads_ref[path]).max() <= 1e-5 * scale, path
+
+
 def test_remat_under_scan_lowers_compiled_temp_memory():
   """memory_analysis is deterministic; remat only saves memory on XLA:CPU when blocks are scanned."""
 

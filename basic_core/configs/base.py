@@ -18,6 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.scan_layers = True  # lax.scan over stacked blocks (else remat saves memory on CPU only with:)
   c.model.cpu_scheduler = "concurrency"  # concurrency | memory: XLA:CPU's scheduler (step.compiler_options)
   c.model.dense_grad = "ynn"  # ynn | autodiff: dense weight-gradient dots (models/matmul.py; CPU only)
+  c.model.attention_grad = "manual"  # manual | autodiff: attention's backward pass (models/attend.py; CPU)
   c.model.dtype = "float32"  # compute dtype; params stay float32, logits are always float32
   c.model.temperature_init = 0.07  # logit_scale = exp(log_scale), initialised to 1 / temperature_init
   c.model.max_logit_scale = 100.0  # logit_scale is clipped here (CLIP's value)

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from basic_core.models.attend import ATTENTION_PROBS, attend, reference_attend
 from basic_core.models.matmul import DENSE_OUTPUT, dense_dot_general
 
 ACTIVATION_RULES = {"batch": "data"}
@@ -33,12 +34,12 @@ SEQ = ("batch", "seq", "embed")  # logical names of B x L x D activations
 IMAGE = ("batch", "height", "width", "embed")  # logical names of B x H x W x C activations
 
 _cp = jax.checkpoint_policies
-_DENSE = _cp.save_only_these_names(DENSE_OUTPUT)  # dense matmuls hide their dot in a custom_vjp
+_NAMED = _cp.save_only_these_names(DENSE_OUTPUT, ATTENTION_PROBS)  # what our custom_vjps hide
 REMAT_POLICIES = {
     "full": _cp.nothing_saveable,  # recompute the whole block in the backward pass
-    "dots_saveable": _cp.save_from_both_policies(_cp.dots_saveable, _DENSE),  # keep matmul outputs
+    "dots_saveable": _cp.save_from_both_policies(_cp.dots_saveable, _NAMED),  # keep matmul outputs
     "dots_with_no_batch_dims_saveable": _cp.save_from_both_policies(
-        _cp.dots_with_no_batch_dims_saveable, _DENSE),
+        _cp.dots_with_no_batch_dims_saveable, _NAMED),
 }
 """`model.remat` -> `jax.checkpoint` policy; `none` means no checkpointing."""
 
@@ -53,6 +54,7 @@ class Options:
   remat: str = "none"  # none | a key of REMAT_POLICIES
   scan: bool = True  # stacked blocks under lax.scan, else a Python loop
   dense_grad: str = "ynn"  # ynn | autodiff: dense weight gradients (`models.matmul`)
+  attention_grad: str = "manual"  # manual | autodiff: attention's backward pass (`models.attend`)
 
 
 def constrain(x: jax.Array, names: Sequence[str]) -> jax.Array:
@@ -127,6 +129,7 @@ class Attention(nnx.Module):
     self.qkv = linear(in_dim, 3 * width, opts, rngs)
     self.out = linear(width, width, opts, rngs)
     self.heads, self.causal, self.rel_hw = heads, causal, rel_hw
+    self.attend = attend if opts.attention_grad == "manual" else reference_attend
     if rel_hw is not None:
       h, w = rel_hw
       init = nnx.initializers.normal(0.02)
@@ -145,28 +148,27 @@ class Attention(nnx.Module):
       q_BxQxW, kv_BxLx2W = qkv_BxLx3W[..., :width], qkv_BxLx3W[..., width:]
       rows_BxQ = jnp.arange(length)[None]
     else:
-      kernel, bias = self.qkv.kernel[...], self.qkv.bias[...]
+      kernel, qkv_bias = self.qkv.kernel[...], self.qkv.bias[...]
       dtype = self.qkv.dtype or x_BxLxD.dtype
       rows_x_BxQxD = jnp.take_along_axis(x_BxLxD, rows_BxQ[..., None], axis=1)
       project = lambda x, cols: (x.astype(dtype) @ kernel[:, cols].astype(dtype)
-                                 + bias[None, None, cols].astype(dtype))
+                                 + qkv_bias[None, None, cols].astype(dtype))
       q_BxQxW = project(rows_x_BxQxD, slice(None, width))
       kv_BxLx2W = project(x_BxLxD, slice(width, None))
     q_BxQxHxK = q_BxQxW.reshape(b, -1, self.heads, width // self.heads)
     k_BxLxHxK, v_BxLxHxK = (kv_BxLx2W[..., i * width:(i + 1) * width].reshape(b, length, self.heads, -1)
                             for i in range(2))
-    logits_BxHxQxL = jnp.einsum("bqhk,blhk->bhql", q_BxQxHxK, k_BxLxHxK,
-                                preferred_element_type=jnp.float32)
-    logits_BxHxQxL = logits_BxHxQxL * q_BxQxHxK.shape[-1] ** -0.5
+    bias = None  # additive, broadcast to [B, H, Q, L]
     if self.rel_hw is not None:
-      index_LxL = relative_index(*self.rel_hw)
-      bias_HxLxL = jnp.moveaxis(self.rel_bias[...][index_LxL], -1, 0)
-      logits_BxHxQxL = logits_BxHxQxL + bias_HxLxL[None]
+      bias = jnp.moveaxis(self.rel_bias[...][relative_index(*self.rel_hw)], -1, 0)[None]
     if self.causal:
       future_BxQxL = jnp.arange(length)[None, None] > rows_BxQ[..., None]
-      logits_BxHxQxL = jnp.where(future_BxQxL[:, None], jnp.finfo(jnp.float32).min, logits_BxHxQxL)
-    probs_BxHxQxL = jax.nn.softmax(logits_BxHxQxL, axis=-1).astype(v_BxLxHxK.dtype)
-    out_BxQxHxK = jnp.einsum("bhql,blhk->bqhk", probs_BxHxQxL, v_BxLxHxK)
+      masked_Bx1xQxL = jnp.where(future_BxQxL[:, None], jnp.finfo(jnp.float32).min, 0.0)
+      bias = masked_Bx1xQxL if bias is None else bias + masked_Bx1xQxL
+    heads = lambda x: jnp.swapaxes(x, 1, 2)  # [B, L, H, K] <-> [B, H, L, K]
+    out_BxHxQxK = self.attend(heads(q_BxQxHxK), heads(k_BxLxHxK), heads(v_BxLxHxK), bias,
+                              scale=q_BxQxHxK.shape[-1] ** -0.5)
+    out_BxQxHxK = heads(out_BxHxQxK)
     return self.out(out_BxQxHxK.reshape(b, out_BxQxHxK.shape[1], -1))
 
 

@@ -32,7 +32,7 @@ class TwoTower(nnx.Module):
   def __init__(self, model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     m = model_config
     opts = Options(dtype=jnp.dtype(m.dtype), dropout=m.dropout, remat=m.remat, scan=m.scan_layers,
-                   dense_grad=m.dense_grad)
+                   dense_grad=m.dense_grad, attention_grad=m.attention_grad)
     if m.image.kind == "vit":
       self.image = ViT(image_size=m.image.image_size, **m.image.vit.to_dict(), opts=opts, rngs=rngs)
     elif m.image.kind == "coatnet":

@@ -1,5 +1,7 @@
 """The dense matmul with the YNNPACK-friendly weight gradient: same values, fast dots, kept by remat."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,3 +72,24 @@ def test_config_switch_picks_the_dot_general():
   rngs = nnx.Rngs(0)
   assert linear(4, 8, Options(), rngs).dot_general is dense_dot_general
   assert linear(4, 8, Options(dense_grad="autodiff"), rngs).dot_general is jax.lax.dot_general
+
+
+
+
+def bf16_dots(text: str) -> int:
+  """Dots in compiled HLO `text` whose two operands are both bfloat16."""
+  types = dict(re.findall(r"(%[\w.-]+) = (\w+)\[", text))
+  dots = re.findall(r" dot\((%[\w.-]+), (%[\w.-]+)\)", text)
+  return sum(types[a] == types[b] == "bf16" for a, b in dots)
+
+
+def test_bfloat16_dots_take_bfloat16_operands():
+  """XLA:CPU upcasts a bf16 x bf16 -> bf16 dot to float32 operands; asking for a float32 result keeps
+  bf16 operands, YNNPACK's bf16 kernel (2.0x the float32 matmul roof on the Zen 5 VM)."""
+  x, w = jnp.ones((8, 64, 256), jnp.bfloat16), jnp.ones((256, 512), jnp.bfloat16)
+  loss = lambda dot_general: lambda x, w: jnp.sum(dense(dot_general, x, w).astype(jnp.float32) ** 2)
+  grad = lambda dot_general: jax.jit(jax.grad(loss(dot_general), argnums=(0, 1)))
+  assert bf16_dots(grad(jax.lax.dot_general).lower(x, w).compile().as_text()) == 0
+  assert bf16_dots(grad(dense_dot_general).lower(x, w).compile().as_text()) >= 2  # dx and dw
+  y = jax.jit(lambda x, w: dense(dense_dot_general, x, w))(x, w)
+  assert y.dtype == jnp.bfloat16 and float(y[0, 0, 0]) == 256.0

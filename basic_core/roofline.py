@@ -19,7 +19,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from basic_core import memory
 from basic_core.models.matmul import dense_dot_general

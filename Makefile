@@ -2,11 +2,14 @@
 #   make sweep   set up, then run the smoke batch-size sweep and draw its figure (runs/sweep-smoke)
 #   make test    set up, then run the test suite (what CI runs)
 PYTHON ?= python3
+# glibc's huge-page malloc for every command below (and the notebooks' kernel): XLA:CPU's step buffers
+# then fault in 2 MiB pages instead of 4 KiB ones (basic_core/hostmem.py; README "Environment").
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-all tiny sweep figures notebooks strip-notebooks theory bench clean
+.PHONY: setup lint test test-all tiny sweep figures notebooks strip-notebooks theory bench clean
 
 setup: $(STAMP)
 
@@ -14,15 +17,21 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	$(PY) -m ipykernel install --sys-prefix --name python3 --env GLIBC_TUNABLES $(GLIBC_TUNABLES) > /dev/null
 	touch $(STAMP)
 
-# Default suite (CPU, simulated devices). pytest's exit code 5 ("no tests collected") counts as success.
+# The linter (rules in pyproject.toml): code and notebooks.
+lint: setup
+	$(PY) -m ruff check .
+
+# Default suite (CPU, simulated devices), one worker per core (at most 4). pytest's exit code 5
+# ("no tests collected") counts as success.
+TEST_WORKERS ?= auto --maxprocesses=4
 test: setup
-	$(PY) -m pytest -q -m "not slow" || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) || [ $$? -eq 5 ]
 
 test-all: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 sweep: setup
 	$(PY) -m experiments.batch_size_sweep --preset smoke --out runs/sweep-smoke
@@ -33,9 +42,9 @@ tiny: setup
 # Every committed figure, redrawn from the committed result files in paper_figures/data/.
 figures: setup
 	$(PY) -m paper_figures.sweep_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
-	$(PY) -c "from theory.sweep import plot_sweep; plot_sweep('paper_figures/data/sweep_default.csv', 'paper_figures/figures/gap_vs_theory_rates.png')"
-	$(PY) -c "import json; from pathlib import Path; from basic_core.bench import plot_memory; rows = [json.loads(l) for l in open('paper_figures/data/memory_tiny.jsonl')]; plot_memory(rows, Path('paper_figures/figures/memory_vs_batch.png'))"
-	$(PY) -m theory.figures --out theory/figures --redraw
+	$(PY) -m paper_figures.theory_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
+	$(PY) -m paper_figures.memory_figure --rows paper_figures/data/memory_tiny.jsonl --out paper_figures/figures/memory_vs_batch.png
+	$(PY) -m paper_figures.theory_figures --data theory/figures --out theory/figures
 
 # Every notebook, headless, on its default inputs (executed copies in runs/notebooks/).
 notebooks: setup

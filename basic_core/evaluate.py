@@ -20,12 +20,15 @@ import functools
 import json
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from basic_core import data
+from basic_core import data, sharding
+from basic_core import state as state_lib
+from basic_core.augment import preprocess
 from basic_core.losses import contrastive_loss
 
 
@@ -41,23 +44,15 @@ def _in_chunks(fn, x: np.ndarray, chunk: int) -> np.ndarray:
   return np.concatenate(out)
 
 
-def _encoders(fns):
-  """Jitted encoders; params are arguments, so new params (e.g. the next run of a sweep) never
-  recompile. Models without non-parameter state share them per graph and preprocessing config."""
-  if jax.tree.leaves(fns.rest):
-    return _build_encoders(fns, fns)
-  preprocessing = json.dumps([fns.config.data.to_dict(), fns.config.model.image.image_size],
-                             sort_keys=True, default=list)
-  return _build_encoders((fns.graphdef, preprocessing), fns)
-
-
 _ENCODERS: dict = {}
 
 
-def _build_encoders(key, fns):
+def _encoders(fns):
+  """Jitted encoders; params are arguments, so new params (e.g. the next run of a sweep) never
+  recompile. Models without non-parameter state share them per graph."""
+  key = fns if jax.tree.leaves(fns.rest) else fns.graphdef
   if key not in _ENCODERS:
-    config = fns.config
-    images = jax.jit(lambda p, x: fns.merge(p).encode_image(data.preprocess(x, None, config)))
+    images = jax.jit(lambda p, x: fns.merge(p).encode_image(preprocess(x)))
     texts = jax.jit(lambda p, t: fns.merge(p).encode_text(t))
     _ENCODERS[key] = (images, texts)
   return _ENCODERS[key]
@@ -128,10 +123,9 @@ def loss_at_batch(image_NxD: np.ndarray, text_NxD: np.ndarray, logit_scale: floa
                              jnp.float32(logit_scale), batch))
 
 
-def evaluate(fns, params, tokenizer, suite) -> dict:
+def evaluate(fns, params, tokenizer, suite, eval_config) -> dict:
   """Every metric of one model as a flat dict (names used by metrics.jsonl and results.csv)."""
-  config = fns.config
-  batch = int(config.eval.batch_size)
+  batch = int(eval_config.batch_size)
   encoder = Encoder(fns, params, chunk=batch)
   out = dict(logit_scale=encoder.logit_scale, eval_batch_size=batch)
   held_img, held_txt = encoder.images(suite.heldout["image"]), encoder.texts(suite.heldout["text"])
@@ -152,15 +146,30 @@ def evaluate(fns, params, tokenizer, suite) -> dict:
   return out
 
 
-def main(argv=None) -> int:
-  from basic_core import train  # the loop's restore logic; evaluation never trains
+class Trained(NamedTuple):
+  """A workdir's model as evaluation needs it: host parameters and the checkpoint's own tokenizer."""
+  config: Any
+  fns: Any
+  params: Any
+  tokenizer: data.Tokenizer
+  step: int
 
+
+def load(workdir: Path) -> Trained:
+  """The latest checkpoint of a training workdir (`state.restore`), ready for `Encoder` / `evaluate`."""
+  config, restored, meta, step = state_lib.restore(workdir)
+  return Trained(config, restored.fns, sharding.to_host(restored.state["params"]),
+                 data.tokenizer_from_json(meta["tokenizer"]), step)
+
+
+def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True, type=Path)
   parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
   args = parser.parse_args(argv)
-  fns, params, tokenizer, config, step = train.load_for_eval(args.workdir)
-  results = dict(step=step, **evaluate(fns, params, tokenizer, data.eval_suite(config, tokenizer)))
+  run = load(args.workdir)
+  suite = data.eval_suite(run.config, run.tokenizer)
+  results = dict(step=run.step, **evaluate(run.fns, run.params, run.tokenizer, suite, run.config.eval))
   (args.workdir / "eval.json").write_text(json.dumps(results, indent=2))
   if args.json:
     print(json.dumps(results))

@@ -67,9 +67,12 @@ def tower_labels(params):
       lambda path, _: "image" if in_image_tower(path) else "rest", params)
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """The full optimizer for the contrastive phase, including LiT-style freezing of the image tower."""
-  c, t = config.optim, config.train
+def make_optimizer(optim_config, train_config) -> optax.GradientTransformation:
+  """The full optimizer for the contrastive phase, including LiT-style freezing of the image tower.
+
+  Reads `optim.*`, and from `train.*` the run length (the schedule) and the freezing mode.
+  """
+  c, t = optim_config, train_config
   steps = int(t.steps)
   main = _base_transform(c, schedule(c, steps))
   if t.freeze_image == "none":
@@ -83,7 +86,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def image_frozen_at(config, step: int) -> bool:
-  """Whether the image tower is frozen at optimizer step `step` (0-based), so its backward pass is skipped."""
-  t = config.train
+def image_frozen_at(train_config, step: int) -> bool:
+  """Whether the image tower is frozen at optimizer step `step` (0-based): its backward pass is skipped."""
+  t = train_config
   return t.freeze_image == "all" or (t.freeze_image == "first_k" and step < t.freeze_image_steps)

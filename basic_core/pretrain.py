@@ -15,6 +15,7 @@ import optax
 from flax import nnx
 
 from basic_core import data
+from basic_core.augment import preprocess
 
 
 class _Classifier(nnx.Module):
@@ -42,7 +43,7 @@ def pretrain_image_tower(fns, params, config, tokenizer, *, log=print) -> nnx.St
     key = jax.random.fold_in(base_key, i)
 
     def loss_fn(w):
-      images = data.preprocess(batch["image"], key, config)
+      images = preprocess(batch["image"], key if config.data.augment else None)
       logits = nnx.merge(graphdef, w, rest)(images)
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean(), logits
 

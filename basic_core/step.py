@@ -18,17 +18,19 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from basic_core import accumulate, data
+from basic_core import accumulate
+from basic_core.augment import preprocess
 from basic_core.losses import make_loss_fn
 from basic_core.optim import in_image_tower
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: jit caches key on it
 class ModelFns:
-  """Pure functions of the parameter pytree, built once from an NNX model and the config."""
+  """Pure functions of the parameter pytree, built once from an NNX model (`split_model`)."""
   graphdef: Any
   rest: Any  # non-parameter NNX state (empty for our models), kept static
-  config: Any
+  dropout: bool  # whether the towers draw dropout masks from the example keys (model.dropout > 0)
+  augment: bool  # whether images are augmented from the example keys (data.augment)
 
   def merge(self, params):
     return nnx.merge(self.graphdef, params, self.rest)
@@ -42,11 +44,11 @@ class ModelFns:
     if keys is not None:
       augment_keys, image_keys, text_keys = (
           jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i) for i in range(3))
-      if not self.config.model.dropout:
+      if not self.dropout:
         image_keys = text_keys = None
-      if not self.config.data.augment:
+      if not self.augment:
         augment_keys = None
-    images = preprocess_images(batch["image"], augment_keys, self.config)
+    images = preprocess_images(batch["image"], augment_keys)
     return (model.encode_image(images, key=image_keys),
             model.encode_text(batch["text"], key=text_keys))
 
@@ -60,11 +62,11 @@ class ModelFns:
     return fn
 
 
-def preprocess_images(images_u8: jax.Array, keys: jax.Array | None, config) -> jax.Array:
+def preprocess_images(images_u8: jax.Array, keys: jax.Array | None) -> jax.Array:
   """uint8 -> float32; with per-example keys, augmentation that does not depend on the batch it sits in."""
   if keys is None:
-    return data.preprocess(images_u8, None, config)
-  return jax.vmap(lambda im, k: data.preprocess(im[None], k, config)[0])(images_u8, keys)
+    return preprocess(images_u8)
+  return jax.vmap(lambda im, k: preprocess(im[None], k)[0])(images_u8, keys)
 
 
 def freeze_image(params):
@@ -73,72 +75,66 @@ def freeze_image(params):
       lambda path, x: jax.lax.stop_gradient(x) if in_image_tower(path) else x, params)
 
 
-def split_model(model: nnx.Module, config) -> tuple[ModelFns, Any]:
+def split_model(model: nnx.Module, *, dropout: bool, augment: bool) -> tuple[ModelFns, Any]:
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  return ModelFns(graphdef, rest, config), params
-
-
-def step_mode(config) -> tuple[str, int]:
-  """('naive', 1) without accumulation, else ('accumulate', K) with K = batch / microbatch."""
-  t = config.train
-  micro = t.microbatch_size or t.batch_size
-  k = t.batch_size // micro
-  return ("naive", 1) if micro == t.batch_size else ("accumulate", k)
+  return ModelFns(graphdef, rest, dropout=dropout, augment=augment), params
 
 
 def init_state(params, tx: optax.GradientTransformation) -> dict:
   return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, *, frozen_image: bool = False,
-                    mode: str | None = None) -> Callable:
-  """`step(state, batch) -> (state, metrics)`, not yet jitted (see `jit_train_step`)."""
-  config = fns.config
-  default_mode, k = step_mode(config)
-  mode = mode or default_mode
-  head_loss = fns.head_loss(make_loss_fn(config.loss))
-  base_key = jax.random.key(config.seed)
+def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, loss_config, *, seed: int,
+                    microbatches: int = 1, frozen_image: bool = False) -> Callable:
+  """`step(state, batch) -> (state, metrics)`, not yet jitted (see `jit_train_step`).
+
+  `microbatches` K > 1 runs BASIC's accumulated step (accumulate.py) over K microbatches of the batch;
+  K = 1 the plain step. `seed` keys every random number of the run (`fold_in(key(seed), step)`).
+  """
+  head_loss = fns.head_loss(make_loss_fn(loss_config))
+  base_key = jax.random.key(seed)
 
   def embed(params, batch, keys):
     return fns.embed(params, batch, keys, frozen_image=frozen_image)
 
   def step(state, batch):
     key = jax.random.fold_in(base_key, state["step"])
-    if mode == "naive":
+    if microbatches == 1:
       loss, grads = accumulate.naive_value_and_grad(embed, head_loss, state["params"], batch, key)
     else:
       loss, grads = accumulate.accumulated_value_and_grad(
-          embed, head_loss, state["params"], batch, key, k)
+          embed, head_loss, state["params"], batch, key, microbatches)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads),
+    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads),
                    logit_scale=fns.merge(params).logit_scale())
     return dict(step=state["step"] + 1, params=params, opt_state=opt_state), metrics
 
   return step
 
 
-def compiler_options(config) -> dict:
-  """XLA options for the train step: `model.cpu_scheduler` on XLA:CPU.
+def compiler_options(xla_config) -> dict:
+  """XLA options for the train step: `xla.cpu_scheduler` on XLA:CPU.
 
   XLA:CPU's default scheduler orders the program for concurrency (the two towers run side by side) and
   keeps rematerialised activations alive anyway when layers are unrolled; its memory-minimising
   scheduler makes remat save memory without `lax.scan`, at some speed (peer-vit, batch 256, layers
   unrolled, `dots_saveable`: compiled temp 4835 -> 2947 MiB).
   """
-  if config is None or jax.default_backend() != "cpu":
+  if xla_config is None or jax.default_backend() != "cpu":
     return {}
-  return {"xla_cpu_enable_concurrency_optimized_scheduler": config.model.cpu_scheduler == "concurrency"}
+  return {"xla_cpu_enable_concurrency_optimized_scheduler": xla_config.cpu_scheduler == "concurrency"}
 
 
-def jit_train_step(step: Callable, state_sharding=None, batch_sharding=None, *, config=None) -> Callable:
+def jit_train_step(step: Callable, state_sharding=None, batch_sharding=None, *, xla=None) -> Callable:
   """Jit with the state donated; shardings pin the layout so every step reuses the same buffers.
 
   With shardings the step is traced under their mesh, so the towers' activation constraints apply.
-  `config` adds its compiler options (see `compiler_options`).
+  `xla` (the config's `xla` section) adds its compiler options (see `compiler_options`).
   """
+  options = compiler_options(xla)
   if state_sharding is None:
-    return jax.jit(step, donate_argnums=(0,), compiler_options=compiler_options(config))
+    return jax.jit(step, donate_argnums=(0,), compiler_options=options)
   mesh = batch_sharding.mesh
 
   def step_on_mesh(state, batch):
@@ -146,4 +142,4 @@ def jit_train_step(step: Callable, state_sharding=None, batch_sharding=None, *, 
       return step(state, batch)
 
   return jax.jit(step_on_mesh, donate_argnums=(0,), in_shardings=(state_sharding, batch_sharding),
-                 out_shardings=(state_sharding, None), compiler_options=compiler_options(config))
+                 out_shardings=(state_sharding, None), compiler_options=options)

@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from basic_core import (checkpoint, data, distributed, evaluate, optim, pretrain, runtime, sharding,
-                        step as step_lib)
-from basic_core.configs import ConfigError, get_config
-from basic_core.models import build_model
+from basic_core import checkpoint, data, distributed, evaluate, hostmem, optim, pretrain, sharding
+from basic_core import state as state_lib
+from basic_core import step as step_lib
+from basic_core.configs import ConfigError, get_config, microbatching
 
 
 class TrainingError(RuntimeError):
@@ -79,25 +78,15 @@ class StopRequest:
       signal.signal(sig, handler)
 
 
-def setup(config, workdir: Path | None = None):
-  """Model functions, initial state, optimizer, tokenizer and mesh of a config (fresh, not restored)."""
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch(mesh, config.train.batch_size,
-                       config.train.microbatch_size or config.train.batch_size)
-  tokenizer = data.get_tokenizer(config.data, config.model.text.context)
-  if tokenizer.vocab_size > config.model.text.vocab_size:
+def check_tokenizer(tokenizer, model_config) -> None:
+  if tokenizer.vocab_size > model_config.text.vocab_size:
     raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.text.vocab_size is "
-                      f"{config.model.text.vocab_size}")
-  fns, params = step_lib.split_model(build_model(config.model, config.seed), config)
-  tx = optim.make_optimizer(config)
-  state = step_lib.init_state(params, tx)
-  state_sharding = sharding.state_shardings(state, mesh, sharding.config_rules(config.mesh))
-  state = jax.device_put(state, state_sharding)
-  return fns, state, tx, tokenizer, mesh, state_sharding
+                      f"{model_config.text.vocab_size}")
 
 
 def _log_record(step: int, metrics: dict, config, lr_fn, seconds: float, steps: int, skipped: int):
   batch = config.train.batch_size
+  micro, _ = microbatching(config.train)
   return dict(
       step=step,
       loss=float(metrics["loss"]),
@@ -106,7 +95,7 @@ def _log_record(step: int, metrics: dict, config, lr_fn, seconds: float, steps: 
       grad_norm=float(metrics["grad_norm"]),
       samples_per_s=batch * steps / max(seconds, 1e-9),
       contrastive_batch_size=batch,
-      microbatch_size=config.train.microbatch_size or batch,
+      microbatch_size=micro,
       skipped_samples=skipped,
   )
 
@@ -116,8 +105,14 @@ def train(config, workdir: Path) -> dict:
   workdir = Path(workdir)
   # ---- Phase 0: workdir, devices, state ------------------------------------------------------------
   distributed.initialize()
-  fns, state, tx, tokenizer, mesh, state_sharding = setup(config, workdir)  # bad sizes fail here,
-  if jax.process_index() == 0:  # before the workdir is claimed; one writer (processes would race)
+  mesh = sharding.make_mesh(config.mesh)  # bad sizes fail here, before the workdir is claimed
+  micro, k = microbatching(config.train)
+  sharding.check_batch(mesh, config.train.batch_size, micro)
+  tokenizer = data.get_tokenizer(config.data, config.model.text.context)
+  check_tokenizer(tokenizer, config.model)
+  ts = state_lib.build(config, mesh=mesh)
+  fns, tx, state = ts.fns, ts.tx, ts.state
+  if jax.process_index() == 0:  # one writer (processes would race)
     checkpoint.check_config(workdir, config)
   batch_sharding = sharding.batch_sharding(mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
@@ -135,7 +130,7 @@ def train(config, workdir: Path) -> dict:
   else:
     if config.pretrain.steps:
       state["params"] = pretrain.pretrain_image_tower(fns, state["params"], config, tokenizer)
-      state["opt_state"] = jax.device_put(tx.init(state["params"]), state_sharding["opt_state"])
+      state["opt_state"] = jax.device_put(tx.init(state["params"]), ts.sharding["opt_state"])
     start = 0
     ckpt.save(0, state, _meta(pipeline, tokenizer, config))
 
@@ -144,19 +139,20 @@ def train(config, workdir: Path) -> dict:
   step_fns = {}  # frozen_image -> jitted step (first_k freezing compiles two)
   lr_fn = optim.schedule(config.optim, total)
   writer = MetricsWriter(workdir)
-  mode, k = step_lib.step_mode(config)
+  mode = "naive" if k == 1 else "accumulate"
   progress = tqdm.tqdm(total=total, initial=start, disable=not config.train.progress,
                        desc=f"{config.name} N={config.train.batch_size} {mode}x{k}", dynamic_ncols=True)
   last_time, last_step = time.perf_counter(), start
   with StopRequest() as stop:
     for s in range(start, total):
-      frozen = optim.image_frozen_at(config, s)
+      frozen = optim.image_frozen_at(config.train, s)
       batch = sharding.put_batch(next(pipeline), batch_sharding)
       if frozen not in step_fns:  # compiled ahead, so the compiler's freed memory goes back first
-        step_fns[frozen] = step_lib.jit_train_step(
-            step_lib.make_train_step(fns, tx, frozen_image=frozen), state_sharding, batch_sharding,
-            config=config).lower(state, batch).compile()
-        runtime.release_freed_memory()
+        step = step_lib.make_train_step(fns, tx, config.loss, seed=config.seed, microbatches=k,
+                                        frozen_image=frozen)
+        step_fns[frozen] = step_lib.jit_train_step(step, ts.sharding, batch_sharding,
+                                                   xla=config.xla).lower(state, batch).compile()
+        hostmem.release_freed_memory()
       state, metrics = step_fns[frozen](state, batch)
       loss = float(metrics["loss"])
       done = s + 1
@@ -204,7 +200,7 @@ def _meta(pipeline, tokenizer, config) -> dict:
 
 def _evaluate(fns, state, tokenizer, config) -> dict:
   suite = _eval_suite(config, tokenizer)
-  return evaluate.evaluate(fns, sharding.to_host(state["params"]), tokenizer, suite)
+  return evaluate.evaluate(fns, sharding.to_host(state["params"]), tokenizer, suite, config.eval)
 
 
 _SUITES = {}
@@ -218,25 +214,6 @@ def _eval_suite(config, tokenizer):
     _SUITES.clear()
     _SUITES[key] = data.eval_suite(config, tokenizer)
   return _SUITES[key]
-
-
-def load_for_eval(workdir: Path):
-  """(fns, params, tokenizer, config, step) of a workdir's latest checkpoint, for evaluation."""
-  workdir = Path(workdir)
-  path = workdir / "config.json"
-  if not path.exists():
-    raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-  saved = json.loads(path.read_text())
-  config = get_config(saved["name"], [f"{k}={v!r}" for k, v in checkpoint.flatten(saved).items()
-                                      if k != "name"])
-  fns, state, _, _, _, _ = setup(config)
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-  step = ckpt.latest_step()
-  state, meta = ckpt.restore(state)
-  ckpt.close()
-  return fns, state["params"], data.tokenizer_from_json(meta["tokenizer"]), config, step
 
 
 def parse_args(argv):
@@ -270,5 +247,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  runtime.reexec_with_malloc_tunables()
   sys.exit(main())

@@ -25,29 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from basic_core import runtime
 from experiments import stats
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
+from experiments.stats import add_means
 
 GAPS = ("gap_fixed_eval", "gap_population")
-
-
-def zeroshot_columns(df: pd.DataFrame) -> list[str]:
-  return [c for c in df.columns if c.startswith("zeroshot_") and c.endswith("_top1")]
-
-
-def add_means(df: pd.DataFrame) -> pd.DataFrame:
-  """Mean zero-shot top-1 over the in-distribution tasks and over the robustness sets."""
-  cols = zeroshot_columns(df)
-  robust = [c for c in cols if "@" in c]
-  plain = [c for c in cols if "@" not in c and c not in ("zeroshot_mean_top1", "zeroshot_robustness_mean_top1")]
-  df = df.copy()
-  if plain:
-    df["zeroshot_mean_top1"] = df[plain].mean(axis=1)
-  if robust:
-    df["zeroshot_robustness_mean_top1"] = df[robust].mean(axis=1)
-  return df
 
 
 def summarize_sweep(df: pd.DataFrame, out: Path) -> dict:
@@ -116,5 +99,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  runtime.reexec_with_malloc_tunables()
   sys.exit(main())

@@ -24,7 +24,7 @@ import pandas as pd
 import tqdm
 
 from basic_core import train
-from basic_core.configs import get_config
+from basic_core.configs import get_config, microbatching
 from experiments.presets import MODEL_SIZES, Sweep
 
 
@@ -90,7 +90,7 @@ def result_row(run: Run, workdir: Path) -> dict:
   objective = train_objective(workdir)
   n = run.batch_size
   row = dict(run_id=run.run_id, model=run.model, num_train=run.num_train, batch_size=n, seed=run.seed,
-             microbatch_size=config.train.microbatch_size or n, steps=config.train.steps,
+             microbatch_size=microbatching(config.train)[0], steps=config.train.steps,
              samples_seen=config.train.steps * n, lr=config.optim.lr,
              train_objective=objective, train_objective_offset=objective - math.log(n))
   row.update({k: v for k, v in evaluation.items() if k != "step"})

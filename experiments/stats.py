@@ -1,4 +1,7 @@
-"""Statistics over seeds: means with 95% t-intervals, and fitted trends of a metric vs batch size.
+"""Statistics and tables of results: means with t-intervals, least squares with intervals, sweep trends.
+
+numpy, pandas and scipy only (never jax or basic_core), so that redrawing a figure from a CSV, the
+theory checks and the sweep analysis share one fitting code without loading the trainer.
 
 Two trend models for a gap g(N), fitted by least squares over all runs (not over means, so the
 interval reflects seed noise):
@@ -34,20 +37,72 @@ def summarize(df: pd.DataFrame, metrics: list[str], by: tuple[str, ...] = ("batc
   return pd.DataFrame(rows)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, level: float) -> dict:
-  fit = stats.linregress(x, y)
-  half = stats.t.ppf(0.5 + level / 2, len(x) - 2) * fit.stderr
-  return dict(intercept=float(fit.intercept), slope=float(fit.slope), slope_ci_low=float(fit.slope - half),
-              slope_ci_high=float(fit.slope + half), p_value=float(fit.pvalue), r2=float(fit.rvalue**2),
-              n=int(len(x)))
+def least_squares(design_nxk: np.ndarray, y: np.ndarray, y_se: np.ndarray | None = None,
+                  level: float = 0.95) -> dict:
+  """Linear least squares y = X coef, with standard errors and t intervals at `level`.
+
+  y_se=None: ordinary least squares, noise level estimated from the residuals.
+  y_se given (Monte Carlo standard errors): weighted least squares; the covariance is inflated by
+  the reduced chi^2 when that exceeds 1, so a misspecified model widens the interval instead of
+  hiding behind small standard errors. With no residual degrees of freedom the intervals are NaN.
+  """
+  y = np.asarray(y, float)
+  se = np.ones_like(y) if y_se is None else np.asarray(y_se, float)
+  design = np.asarray(design_nxk, float) / se[:, None]
+  coef, *_ = np.linalg.lstsq(design, y / se, rcond=None)
+  dof = len(y) - design.shape[1]
+  rss = float(((design @ coef - y / se)**2).sum())
+  chi2_reduced = rss / dof if dof > 0 else np.nan
+  scale = chi2_reduced if y_se is None else max(1.0, chi2_reduced)
+  cov = np.linalg.inv(design.T @ design) * scale
+  return {"coef": coef, "cov": cov, "t": float(stats.t.ppf(0.5 + level / 2, dof)), "dof": dof, "rss": rss,
+          "n": len(y), "chi2_reduced": chi2_reduced}
+
+
+def combination(fit: dict, weights_k: np.ndarray) -> tuple[float, float, tuple[float, float]]:
+  """Estimate, standard error and interval of the linear combination weights . coef."""
+  value = float(weights_k @ fit["coef"])
+  se = float(np.sqrt(weights_k @ fit["cov"] @ weights_k))
+  return value, se, (value - fit["t"] * se, value + fit["t"] * se)
+
+
+def line_fit(x: np.ndarray, y: np.ndarray, y_se: np.ndarray | None = None, level: float = 0.95) -> dict:
+  """y = a + b x: intercept and slope with standard errors and intervals (see least_squares)."""
+  x = np.asarray(x, float)
+  fit = least_squares(np.stack([np.ones_like(x), x], axis=1), y, y_se, level)
+  out = {"rss": fit["rss"], "n": fit["n"], "dof": fit["dof"], "chi2_reduced": fit["chi2_reduced"]}
+  for name, w in (("intercept", np.array([1.0, 0.0])), ("slope", np.array([0.0, 1.0]))):
+    out[name], out[f"{name}_se"], out[f"{name}_ci"] = combination(fit, w)
+  return out
+
+
+def loglog_slope(x: np.ndarray, y: np.ndarray, y_se: np.ndarray, level: float = 0.95) -> dict:
+  """Power-law rate: slope of log y against log x (delta-method errors se/y); needs y > 0."""
+  y = np.asarray(y, float)
+  return line_fit(np.log(x), np.log(y), np.asarray(y_se, float) / y, level)
+
+
+def _trend_fit(x: np.ndarray, y: np.ndarray, level: float) -> dict:
+  """An ordinary line fit in summary.json's keys, with the slope's two-sided p-value and R^2.
+
+  Two runs (no residual degrees of freedom) give NaN p-value and interval instead of an error, so a
+  two-point sweep still gets its summary.
+  """
+  fit = line_fit(x, y, level=level)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    t = np.float64(fit["slope"]) / fit["slope_se"]
+    r2 = 1 - fit["rss"] / np.float64(((y - y.mean())**2).sum())
+  return dict(intercept=fit["intercept"], slope=fit["slope"], slope_ci_low=fit["slope_ci"][0],
+              slope_ci_high=fit["slope_ci"][1], p_value=float(2 * stats.t.sf(abs(t), fit["dof"])),
+              r2=float(r2), n=fit["n"])
 
 
 def trend(df: pd.DataFrame, metric: str, level: float = 0.95) -> dict:
   """Both trend fits of `metric` against batch_size, and a one-line verdict on the log-linear slope."""
   n = df["batch_size"].to_numpy(float)
   y = df[metric].to_numpy(float)
-  log_linear = _fit(np.log2(n), y, level)
-  theory = _fit(1.0 / np.sqrt(n), y, level)
+  log_linear = _trend_fit(np.log2(n), y, level)
+  theory = _trend_fit(1.0 / np.sqrt(n), y, level)
   if log_linear["slope_ci_high"] < 0:
     verdict = "shrinks with batch size"
   elif log_linear["slope_ci_low"] > 0:
@@ -55,3 +110,21 @@ def trend(df: pd.DataFrame, metric: str, level: float = 0.95) -> dict:
   else:
     verdict = "no significant trend"
   return dict(metric=metric, per_doubling=log_linear, inverse_sqrt=theory, verdict=verdict)
+
+
+def zeroshot_columns(df: pd.DataFrame) -> list[str]:
+  """Zero-shot top-1 accuracy columns of a results table (robustness sets carry an '@')."""
+  return [c for c in df.columns if c.startswith("zeroshot_") and c.endswith("_top1")]
+
+
+def add_means(df: pd.DataFrame) -> pd.DataFrame:
+  """Mean zero-shot top-1 over the in-distribution tasks and over the robustness sets."""
+  cols = [c for c in zeroshot_columns(df) if c not in ("zeroshot_mean_top1", "zeroshot_robustness_mean_top1")]
+  robust = [c for c in cols if "@" in c]
+  plain = [c for c in cols if "@" not in c]
+  df = df.copy()
+  if plain:
+    df["zeroshot_mean_top1"] = df[plain].mean(axis=1)
+  if robust:
+    df["zeroshot_robustness_mean_top1"] = df[robust].mean(axis=1)
+  return df

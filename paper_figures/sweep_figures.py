@@ -20,7 +20,6 @@ import seaborn as sns  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 from experiments import stats  # noqa: E402
-from experiments.batch_size_sweep import add_means, zeroshot_columns  # noqa: E402
 from paper_figures.axes import log2_batch_axis  # noqa: E402
 
 GAP_LABELS = {
@@ -62,7 +61,7 @@ def gap_figure(df: pd.DataFrame, path: Path) -> Path:
 
 
 def accuracy_figure(df: pd.DataFrame, path: Path, *, robustness: bool) -> Path:
-  cols = [c for c in zeroshot_columns(df) if ("@" in c) == robustness and "mean" not in c]
+  cols = [c for c in stats.zeroshot_columns(df) if ("@" in c) == robustness and "mean" not in c]
   fig, ax = plt.subplots(figsize=(7.5, 4.5))
   palette = sns.color_palette("tab10", len(cols) + 1)
   for color, col in zip(palette, cols):
@@ -100,11 +99,11 @@ def combined_figure(df: pd.DataFrame, path: Path) -> Path | None:
 
 
 def draw_all(results_csv: Path, out_dir: Path) -> list[Path]:
-  df = add_means(pd.read_csv(results_csv))
+  df = stats.add_means(pd.read_csv(results_csv))
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = [gap_figure(df, out_dir / "gap_vs_batch.png"),
            accuracy_figure(df, out_dir / "zeroshot_vs_batch.png", robustness=False)]
-  if any("@" in c for c in zeroshot_columns(df)):
+  if any("@" in c for c in stats.zeroshot_columns(df)):
     paths.append(accuracy_figure(df, out_dir / "robustness_vs_batch.png", robustness=True))
   combined = combined_figure(df, out_dir / "combined_scaling.png")
   return paths + ([combined] if combined else [])

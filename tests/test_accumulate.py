@@ -26,7 +26,8 @@ def _dropout(x_BxW, keys_B, rate=0.3):
 def _embed(params, batch, keys):
   h = _dropout(jnp.tanh(batch["image"] @ params["image"]["w1"]), keys)
   img = h @ params["image"]["w2"]
-  t = _dropout(params["text"]["emb"][batch["text"]].mean(axis=1), jax.vmap(jax.random.fold_in, (0, None))(keys, 1))
+  text_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
+  t = _dropout(params["text"]["emb"][batch["text"]].mean(axis=1), text_keys)
   txt = t @ params["text"]["w"]
   norm = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
   return norm(img), norm(txt)
@@ -50,7 +51,8 @@ def _max_rel_err(a, b):
 @pytest.mark.parametrize("k", [1, 2, 4, 8, 64])
 def test_accumulated_equals_full_batch_with_dropout(k):
   params, batch, key = _toy_params(jax.random.key(0)), _batch(), jax.random.key(7)
-  loss_ref, grads_ref = jax.jit(lambda p: accumulate.naive_value_and_grad(_embed, _head_loss, p, batch, key))(params)
+  loss_ref, grads_ref = jax.jit(
+      lambda p: accumulate.naive_value_and_grad(_embed, _head_loss, p, batch, key))(params)
   loss, grads = jax.jit(lambda p: accumulate.accumulated_value_and_grad(
       _embed, _head_loss, p, batch, key, k))(params)
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
@@ -81,7 +83,7 @@ def test_per_microbatch_averaging_is_not_exact():
   _, grads_ref = accumulate.naive_value_and_grad(_embed, _head_loss, params, batch, key)
   micro = accumulate.to_microbatches(batch, 4)
   per_micro = [accumulate.naive_value_and_grad(_embed, _head_loss, params,
-                                               jax.tree.map(lambda x: x[i], micro), key)[1]
+                                               jax.tree.map(lambda x, i=i: x[i], micro), key)[1]
                for i in range(4)]
   averaged = jax.tree.map(lambda *g: sum(g) / 4, *per_micro)
   assert _max_rel_err(averaged, grads_ref) > 1e-2
@@ -89,20 +91,23 @@ def test_per_microbatch_averaging_is_not_exact():
 
 def test_real_model_accumulation_is_exact_with_dropout():
   """The trainer's own step functions on the tiny two-tower model, dropout on, K = 4 vs naive."""
-  from basic_core import optim, step as step_lib
-  from basic_core.bench import random_batch
+  from basic_core import state as state_lib
+  from basic_core import step as step_lib
   from basic_core.configs import get_config
-  from basic_core.models import build_model
+  from basic_core.perf.timing import random_batch
 
   config = get_config("tiny", ["model.dropout=0.2", "model.image.vit.patch=8", "train.batch_size=32",
                                "train.microbatch_size=8"])
-  fns, params = step_lib.split_model(build_model(config.model, 0), config)
+  built = state_lib.build(config)
+  fns, params = built.fns, built.state["params"]
   head_loss = fns.head_loss(step_lib.make_loss_fn(config.loss))
   batch = jax.tree.map(jnp.asarray, random_batch(config, 32))
   key = jax.random.key(3)
-  ref = jax.jit(lambda p: accumulate.naive_value_and_grad(fns.embed, head_loss, p, batch, key))(params)
-  acc = jax.jit(lambda p: accumulate.accumulated_value_and_grad(fns.embed, head_loss, p, batch, key, 4))(params)
+  naive = jax.jit(lambda p, key: accumulate.naive_value_and_grad(fns.embed, head_loss, p, batch, key))
+  ref = naive(params, key)
+  acc = jax.jit(lambda p: accumulate.accumulated_value_and_grad(fns.embed, head_loss, p, batch, key, 4))(
+      params)
   np.testing.assert_allclose(acc[0], ref[0], rtol=1e-6)
   assert _max_rel_err(acc[1], ref[1]) <= 1e-5
-  off = jax.jit(lambda p: accumulate.naive_value_and_grad(fns.embed, head_loss, p, batch, jax.random.key(4)))(params)
+  off = naive(params, jax.random.key(4))
   assert abs(float(off[0] - ref[0])) > 1e-5  # dropout really changes the loss

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,8 +76,8 @@ def test_export_round_trip(tmp_path, caplog):
 
 
 def test_pipeline_on_shards(tmp_path, tokenizer):
-  paths = write_shards((_sample(f"{i:04d}", f"caption {i}", _image_bytes(colour=(i, 0, 0)), label=i % 5)
-                        for i in range(60)), str(tmp_path), 25, "real")
+  write_shards((_sample(f"{i:04d}", f"caption {i}", _image_bytes(colour=(i, 0, 0)), label=i % 5)
+                for i in range(60)), str(tmp_path), 25, "real")
   config = _config(f"data.train={tmp_path}/real-{{000000..000002}}.tar")
   p = train_pipeline(config, tokenizer)
   batch = next(p)
@@ -141,7 +142,7 @@ def test_truncated_shard_keeps_complete_samples(tmp_path, caplog):
   paths = write_shards(samples, str(tmp_path), 100, "cut")
   with tarfile.open(paths[0]) as tf:
     fifth_image = [m for m in tf.getmembers() if m.name == "0004.png"][0]
-  data = open(paths[0], "rb").read()
+  data = Path(paths[0]).read_bytes()
   with open(paths[0], "wb") as f:
     f.write(data[:fifth_image.offset_data + 10])  # cut inside sample 0004's image
   with caplog.at_level(logging.WARNING):

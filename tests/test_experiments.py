@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import stats
 from experiments.batch_size_sweep import main
 from experiments.presets import PRESETS
 from experiments.runner import plan_runs
@@ -64,17 +63,6 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path):
   for rid, mtime in finished.items():
     assert (tmp_path / "runs" / rid / "eval.json").stat().st_mtime == mtime, "finished run was redone"
   assert any("gap" in c for c in final.columns) and any("zeroshot" in c for c in final.columns)
-
-
-def test_trend_detects_a_known_slope():
-  rng = np.random.default_rng(0)
-  n = np.repeat([16, 64, 256, 1024], 5)
-  shrinking = pd.DataFrame(dict(batch_size=n, gap=1.0 - 0.1 * np.log2(n) + rng.normal(0, 0.02, len(n))))
-  fit = stats.trend(shrinking, "gap")
-  assert fit["verdict"] == "shrinks with batch size"
-  assert fit["per_doubling"]["slope_ci_low"] < -0.1 < fit["per_doubling"]["slope_ci_high"]
-  flat = pd.DataFrame(dict(batch_size=n, gap=rng.normal(0, 0.02, len(n))))
-  assert stats.trend(flat, "gap")["verdict"] == "no significant trend"
 
 
 @pytest.mark.slow

@@ -68,7 +68,7 @@ def test_dots_saveable_keeps_the_dense_output(capsys):
 
 
 def test_config_switch_picks_the_dot_general():
-  """`model.dense_grad=autodiff` restores the plain `lax.dot_general` (for A/B runs of the two)."""
+  """`xla.dense_grad=autodiff` restores the plain `lax.dot_general` (for A/B runs of the two)."""
   rngs = nnx.Rngs(0)
   assert linear(4, 8, Options(), rngs).dot_general is dense_dot_general
   assert linear(4, 8, Options(dense_grad="autodiff"), rngs).dot_general is jax.lax.dot_general

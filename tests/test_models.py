@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from basic_core.configs import PRESETS, get_config
 from basic_core.models import TwoTower, build_model, count_params
@@ -45,9 +46,9 @@ def model_config(values=()):
   return config
 
 
-def abstract(values=()):
+def abstract(values=(), xla=None):
   config = model_config(values)
-  return nnx.eval_shape(lambda: TwoTower(config, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: TwoTower(config, xla, rngs=nnx.Rngs(0)))
 
 
 def build(values=()):
@@ -73,9 +74,9 @@ def numpy_weights(values, seed=0):
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
-def variant(model, values):
+def variant(model, values, xla=None):
   """`model`'s weights under the graph of config `values` (which must keep the parameter layout)."""
-  return nnx.merge(nnx.graphdef(abstract(values)), nnx.state(model))
+  return nnx.merge(nnx.graphdef(abstract(values, xla)), nnx.state(model))
 
 
 def flat(state):
@@ -234,9 +235,9 @@ def test_hand_written_backward_passes_match_autodiff(kind, request, inputs):
   bias and the text tower's causal mask) give autodiff's gradients, under remat too."""
   model = request.getfixturevalue(kind)
   base = {**(COATNET if kind == "coatnet" else {}), "remat": "dots_saveable"}
-  autodiff = {**base, "dense_grad": "autodiff", "attention_grad": "autodiff"}
+  autodiff = get_config("tiny", ["xla.dense_grad=autodiff", "xla.attention_grad=autodiff"]).xla
   (loss, grads), (loss_ref, grads_ref) = losses_and_grads(
-      [variant(model, base), variant(model, autodiff)], *inputs)
+      [variant(model, base), variant(model, base, autodiff)], *inputs)
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
   assert any("rel_bias" in str(path) for path in grads) == (kind == "coatnet")
   for path, g in grads.items():

@@ -11,8 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from basic_core import checkpoint, data, sharding, step as step_lib, train
-from basic_core.configs import get_config
+from basic_core import checkpoint, data, sharding
+from basic_core import state as state_lib
+from basic_core import step as step_lib
+from basic_core.configs import get_config, microbatching
 
 ROOT = Path(__file__).resolve().parents[1]
 # FSDP over data x model = all 8 devices: every parameter is split across both processes.
@@ -45,14 +47,17 @@ def reference():
   """One process, 8 devices, the same mesh and data: losses of 4 steps, the parameters after 3, and the
   final state (a restore target with the shardings of this process)."""
   config = get_config("tiny", SETTINGS)
-  fns, state, tx, tokenizer, mesh, state_sharding = train.setup(config)
+  mesh = sharding.make_mesh(config.mesh)
+  built = state_lib.build(config, mesh=mesh)  # as the trainer builds it
   batch_sharding = sharding.batch_sharding(mesh)
-  jitted = step_lib.jit_train_step(step_lib.make_train_step(fns, tx), state_sharding, batch_sharding)
-  pipeline = data.train_pipeline(config, tokenizer)
+  pipeline = data.train_pipeline(config, data.get_tokenizer(config.data, config.model.text.context))
   batches = [sharding.put_batch(next(pipeline), batch_sharding) for _ in range(4)]
   pipeline.close()
-  step = jitted.lower(state, batches[0]).compile(FAST_COMPILE)
-  losses, params_after_3 = [], None
+  step = step_lib.make_train_step(built.fns, built.tx, config.loss, seed=config.seed,
+                                  microbatches=microbatching(config.train)[1])
+  step = step_lib.jit_train_step(step, built.sharding, batch_sharding, xla=config.xla)
+  step = step.lower(built.state, batches[0]).compile(FAST_COMPILE)
+  state, losses, params_after_3 = built.state, [], None
   for s, batch in enumerate(batches):
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))

@@ -5,8 +5,9 @@ import json
 import jax
 import pytest
 
-from basic_core import memory, plan, sharding, step as step_lib
+from basic_core import plan, sharding
 from basic_core.configs import get_config
+from basic_core.perf import compiled, scale_plan
 
 FAST_COMPILE = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True,
                     xla_cpu_use_fusion_emitters=False)
@@ -54,13 +55,8 @@ def test_bad_meshes_are_one_line_errors(capsys, mesh, message):
 
 def _compiled_temp(config, data: int, model: int) -> int:
   """XLA's temp bytes per device of the jitted train step on a data x model mesh of this machine."""
-  fns, state, tx = memory.abstract_train_state(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[: data * model])
-  state_sharding = sharding.state_shardings(state, mesh, sharding.config_rules(config.mesh))
-  step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx), state_sharding,
-                                 sharding.batch_sharding(mesh))
-  compiled = step.lower(state, memory.abstract_batch(config)).compile(FAST_COMPILE)
-  return memory.compiled_memory(compiled)["temp_bytes"]
+  return compiled.compiled_memory(compiled.lower_step(config, mesh).compile(FAST_COMPILE))["temp_bytes"]
 
 
 @pytest.mark.parametrize("overrides,data,model", [
@@ -71,6 +67,6 @@ def _compiled_temp(config, data: int, model: int) -> int:
 def test_the_estimate_is_within_a_factor_of_two_of_compiled_memory(overrides, data, model):
   config = get_config("tiny", ["train.batch_size=128", "train.microbatch_size=32", "data.augment=False",
                               f"mesh.data={data}", f"mesh.model={model}"] + overrides)
-  b = plan.plan(config, data, model)["breakdown"]
+  b = scale_plan.plan(config, data, model)["breakdown"]
   estimate = b["gradients"] + b["embeddings"] + max(b["loss"], b["activations"])
   assert 0.5 < estimate / _compiled_temp(config, data, model) < 2

@@ -2,12 +2,12 @@
 
 import collections
 
-from basic_core import memory, roofline
 from basic_core.configs import get_config
+from basic_core.perf import compiled, roofline
 
 
 def config(**values):
-  return memory.with_overrides(get_config("tiny"), train__batch_size=8, **values)
+  return compiled.with_overrides(get_config("tiny"), train__batch_size=8, **values)
 
 
 def test_scan_and_loop_layouts_count_the_same_matmuls():

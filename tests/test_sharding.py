@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from basic_core import losses, memory, optim, sharding, step as step_lib
-from basic_core.bench import random_batch
-from basic_core.configs import get_config
-from basic_core.models import build_model
+from basic_core import losses, sharding
+from basic_core import state as state_lib
+from basic_core import step as step_lib
+from basic_core.configs import get_config, microbatching
+from basic_core.perf.timing import random_batch
 
 # XLA:CPU code generation dominates these tests; both sides of every comparison compile the same way.
 FAST_COMPILE = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True,
@@ -32,8 +33,7 @@ def _config(*overrides, base=()):
 
 
 def _abstract(config):
-  _, state, _ = memory.abstract_train_state(config)
-  return state
+  return state_lib.build(config, abstract=True).state
 
 
 def _param_bytes(state, rules, data, model):
@@ -150,24 +150,24 @@ def test_extra_rules_from_the_config_come_first_and_must_match():
 
 @pytest.fixture(scope="module")
 def initial():
-  """(config, fns, optimizer, initial state as NumPy): built once, placed afresh on every mesh."""
+  """(config, fns, initial state as NumPy): built once (seconds), placed afresh on every mesh."""
   config = _config(base=SMALL)
-  fns, params = step_lib.split_model(build_model(config.model, config.seed), config)
-  tx = optim.make_optimizer(config)
-  return config, fns, tx, jax.device_get(step_lib.init_state(params, tx))
+  built = state_lib.build(config)
+  return config, built.fns, jax.device_get(built.state)
 
 
 def _train(initial, data, model, rules="tensor", steps=3):
   """Losses, final parameters (NumPy) and the bytes of parameters on device 0 after `steps` steps."""
-  _, fns, tx, state = initial
   config = _config(f"mesh.data={data}", f"mesh.model={model}", f"mesh.rules={rules!r}", base=SMALL)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[: data * model])
-  state_sharding = sharding.state_shardings(state, mesh, sharding.config_rules(config.mesh))
+  placed = state_lib.build(config, abstract=True, mesh=mesh)  # the trainer's placement, nothing allocated
+  state = jax.device_put(initial[2], placed.sharding)
   batch_sharding = sharding.batch_sharding(mesh)
-  state = jax.device_put(state, state_sharding)
   batches = [sharding.put_batch(random_batch(config, config.train.batch_size, seed=i), batch_sharding)
              for i in range(steps)]
-  step = step_lib.jit_train_step(step_lib.make_train_step(fns, tx), state_sharding, batch_sharding)
+  step = step_lib.make_train_step(placed.fns, placed.tx, config.loss, seed=config.seed,
+                                  microbatches=microbatching(config.train)[1])
+  step = step_lib.jit_train_step(step, placed.sharding, batch_sharding, xla=config.xla)
   step = step.lower(state, batches[0]).compile(FAST_COMPILE)
   step_losses = []
   for batch in batches:
@@ -209,7 +209,7 @@ def test_every_mesh_trains_like_one_device(initial, train_on, data, model, rules
 
 def test_the_loss_sees_global_negatives(initial, train_on):
   """The first step's loss on 8 devices is the whole batch's, not the mean of the devices' own losses."""
-  config, fns, _, state = initial
+  config, fns, state = initial
   head_loss = fns.head_loss(losses.make_loss_fn(_config("loss.tile=0").loss))
   shards = jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[1:]), random_batch(config, 16, seed=0))
   per_device = jax.jit(jax.vmap(lambda b, p: head_loss(*fns.embed(p, b, None), p), in_axes=(0, None)))(

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from theory import bound, check, empirical, figures, linear_towers, montecarlo, sweep, symbolic
+from paper_figures import theory_figures
+from theory import bound, check, empirical, linear_towers, montecarlo, sweep, symbolic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,7 +127,7 @@ def test_evaluate_sweep_groups_and_validates(tmp_path):
   pd.concat(parts).to_csv(both, index=False)
   out = sweep.evaluate_sweep(both, by=("model",)).set_index("model")
   assert out.loc["S", "supported"] == "inv_sqrt" and out.loc["M", "supported"] == "inv"
-  sweep.plot_sweep(both, str(tmp_path / "fit.png"), by=("model",))
+  theory_figures.plot_rate_fits(both, str(tmp_path / "fit.png"), by=("model",))
   assert (tmp_path / "fit.png").stat().st_size > 10_000
   two = pd.DataFrame({"batch_size": [8, 8, 64, 64], "seed": [0, 1, 0, 1], "gap": [0.3, 0.2, 0.1, 0.0]})
   two.to_csv(tmp_path / "two.csv", index=False)
@@ -136,15 +137,18 @@ def test_evaluate_sweep_groups_and_validates(tmp_path):
     sweep.evaluate_sweep(str(tmp_path / "bad.csv"))
 
 
-def test_sweep_does_not_import_basic_core():
-  code = "import sys, theory.sweep; sys.exit(any(m.startswith('basic_core') for m in sys.modules))"
-  assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
-
-
-def test_figures_render(tmp_path):
-  cfg = linear_towers.SweepConfig(m=64, batch_sizes=(4, 16), seeds=(0,), steps=3, n_test=256, n_sigma=8)
-  figures.plot_bound_vs_gap(linear_towers.run_sweep(cfg), str(tmp_path / "bound.png"))
+def test_figures_are_drawn_from_tables_shaped_like_theory_tables(tmp_path, capsys):
+  """Both modes of python -m paper_figures.theory_figures, on tiny tables of theory.tables' shape."""
+  cfg = linear_towers.SweepConfig(m=64, batch_sizes=(4, 16, 32), seeds=(0, 1), steps=3, n_test=256, n_sigma=8)
+  towers_csv = tmp_path / "linear_towers_sweep.csv"
+  linear_towers.run_sweep(cfg).to_csv(towers_csv, index=False)
   table = montecarlo.batch_bias(montecarlo.default_world(), 2.0, [2, 4, 8, 16], 20,
                                 np.random.default_rng(0))
-  figures.plot_batch_bias(table, 0.67, 2, str(tmp_path / "bias.png"))
-  assert all((tmp_path / f).stat().st_size > 10_000 for f in ("bound.png", "bias.png"))
+  table.assign(kappa=0.67, kappa_se=0.01).to_csv(tmp_path / "batch_bias.csv", index=False)
+  out = tmp_path / "out"
+  assert theory_figures.main(["--data", str(tmp_path), "--out", str(out), "--fit-from", "2"]) == 0
+  assert theory_figures.main(["--results", str(towers_csv), "--out", str(out)]) == 0
+  drawn = [out / f"{name}.png" for name in ("bound_vs_gap", "linear_towers_sweep_fit", "batch_bias",
+                                            "gap_vs_theory_rates")]
+  assert capsys.readouterr().out.split() == [str(p) for p in drawn]
+  assert all(p.stat().st_size > 10_000 for p in drawn)

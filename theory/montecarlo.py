@@ -44,8 +44,9 @@ def batch_statistics(world: synthetic.PairWorld, w_Dxdx: np.ndarray, v_Dxdy: np.
   for sims in empirical.batched_sims(x_mxdx @ w_Dxdx.T, y_mxdy @ v_Dxdy.T, batch_size):
     rows = slice(start, start + sims.shape[0] * batch_size)
     out.append(empirical.by_direction(
-        direction, lambda: half(sims, x_mxdx[rows], world, w_Dxdx, v_Dxdy),
-        lambda: half(np.swapaxes(sims, 1, 2), y_mxdy[rows], world.swapped(), v_Dxdy, w_Dxdx)))
+        direction, lambda sims=sims, rows=rows: half(sims, x_mxdx[rows], world, w_Dxdx, v_Dxdy),
+        lambda sims=sims, rows=rows: half(np.swapaxes(sims, 1, 2), y_mxdy[rows], world.swapped(),
+                                          v_Dxdy, w_Dxdx)))
     start = rows.stop
   losses, controlled = np.concatenate(out, axis=1)
   return losses, controlled

@@ -9,20 +9,13 @@ trainer and does not import basic_core.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from paper_figures.axes import log2_batch_axis  # noqa: E402
-from theory import fits  # noqa: E402
+from experiments.stats import combination, least_squares
 
 RATES = {"inv_sqrt": 0.5, "inv": 1.0}  # gap = a + b N^-p
-RATE_LABELS = {"inv_sqrt": "a + b/sqrt(N)", "inv": "a + b/N"}
 
 
 def gap_columns(df: pd.DataFrame) -> list[str]:
@@ -44,7 +37,7 @@ def exponent_profile(batch_size: np.ndarray, gap: np.ndarray, seed: np.ndarray |
   An end at 0.05 or 3 means the data do not bound the rate on that side.
   """
   grid = np.linspace(0.05, 3.0, 296)
-  rss = np.array([fits.least_squares(_design(batch_size, seed, p), gap)["rss"] for p in grid])
+  rss = np.array([least_squares(_design(batch_size, seed, p), gap)["rss"] for p in grid])
   dof = len(gap) - _design(batch_size, seed, 1.0).shape[1] - 1
   inside = grid[rss <= rss.min() * (1 + stats.f.ppf(level, 1, dof) / dof)]
   return float(grid[rss.argmin()]), (float(inside.min()), float(inside.max()))
@@ -68,12 +61,12 @@ def fit_rates(batch_size: np.ndarray, gap: np.ndarray, seed: np.ndarray | None =
   out, aic = {}, {}
   for name, p in RATES.items():
     design = _design(n, seed, p)
-    f = fits.least_squares(design, gap, level=level)
+    f = least_squares(design, gap, level=level)
     k = design.shape[1]
     aic[name] = f["n"] * np.log(f["rss"] / f["n"]) + 2 * k
     mean_intercept = np.r_[np.full(k - 1, 1.0 / (k - 1)), 0.0]
     for coef, w in (("a", mean_intercept), ("b", np.eye(k)[-1])):
-      out[f"{name}_{coef}"], _, out[f"{name}_{coef}_ci"] = fits.combination(f, w)
+      out[f"{name}_{coef}"], _, out[f"{name}_{coef}_ci"] = combination(f, w)
     out[f"{name}_rss"] = f["rss"]
   best = min(aic, key=aic.get)
   weights = {k: 1 / sum(np.exp(-(a - aic[k]) / 2) for a in aic.values()) for k in aic}
@@ -85,7 +78,8 @@ def fit_rates(batch_size: np.ndarray, gap: np.ndarray, seed: np.ndarray | None =
       "n_batch_sizes": len(np.unique(n)), "seed_effects": seed is not None}
 
 
-def _fit_column(df: pd.DataFrame, col: str, level: float = 0.95) -> dict:
+def fit_column(df: pd.DataFrame, col: str, level: float = 0.95) -> dict:
+  """fit_rates on one gap column of a results table, or why it cannot be fitted."""
   d = df[["batch_size", "seed", col]].dropna()
   n, seed = d["batch_size"].to_numpy(float), d["seed"].to_numpy()
   if len(np.unique(n)) < 3:  # two parameters per rate: fewer batch sizes cannot tell rates apart
@@ -104,47 +98,16 @@ def evaluate_sweep(results_csv_path: str, by: tuple[str, ...] = (), level: float
   if missing:
     raise ValueError(f"{results_csv_path} lacks columns {sorted(missing)}")
   rows = []
-  for key, group in _groups(df, by):
-    rows += [key | {"column": col} | _fit_column(group, col, level) for col in gap_columns(group)]
+  for key, group in split_by(df, by):
+    rows += [key | {"column": col} | fit_column(group, col, level) for col in gap_columns(group)]
   return pd.DataFrame(rows)
 
 
-def _groups(df: pd.DataFrame, by: tuple[str, ...]) -> list[tuple[dict, pd.DataFrame]]:
+def split_by(df: pd.DataFrame, by: tuple[str, ...]) -> list[tuple[dict, pd.DataFrame]]:
+  """(values of the `by` columns, rows with them) per group; the whole table when `by` is empty."""
   if not by:
     return [({}, df)]
   return [(dict(zip(by, np.atleast_1d(key))), g) for key, g in df.groupby(list(by))]
-
-
-def plot_sweep(results_csv_path: str, out_path: str, columns: list[str] | None = None,
-               by: tuple[str, ...] = ()) -> None:
-  """Measured gap vs N (log x): runs, mean +- standard error per N, and both fitted rate curves
-  (the supported one solid). One panel per gap column, one row per group of `by`."""
-  df = pd.read_csv(results_csv_path)
-  columns = columns or gap_columns(df)
-  groups = _groups(df, by)
-  fig, axes = plt.subplots(len(groups), len(columns), figsize=(4.5 * len(columns), 3.6 * len(groups)),
-                           squeeze=False)
-  for (key, group), row in zip(groups, axes):
-    for ax, col in zip(row, columns):
-      d = group[["batch_size", col]].dropna()
-      fit = _fit_column(group, col)
-      per_n = d.groupby("batch_size")[col].agg(["mean", "sem"]).reset_index()
-      ax.scatter(d["batch_size"], d[col], s=8, color="0.6", label="runs")
-      ax.errorbar(per_n["batch_size"], per_n["mean"], yerr=per_n["sem"].fillna(0), fmt="o",
-                  color="k", capsize=3, label="mean +- s.e.")
-      grid = np.geomspace(d["batch_size"].min(), d["batch_size"].max(), 200)
-      for name, p in RATES.items() if "inv_a" in fit else ():
-        ax.plot(grid, fit[f"{name}_a"] + fit[f"{name}_b"] * grid**-p,
-                "-" if fit["supported"] == name else "--",
-                label=f"{RATE_LABELS[name]} (w={fit[f'{name}_akaike_weight']:.2f})")
-      where = " ".join(f"{k}={v}" for k, v in key.items())
-      log2_batch_axis(ax, d["batch_size"])
-      ax.set(xlabel="contrastive batch size N", ylabel=f"{col} (nats)",
-             title=f"{where} {col}: supported = {fit['supported']}".strip())
-      ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(out_path, dpi=150)
-  plt.close(fig)
 
 
 def simulate_sweep_csv(path: str, rng: np.random.Generator, exponent: float,

@@ -224,8 +224,8 @@ def rademacher_linear() -> dict:
   """
   xs = [sp.Matrix(sp.symbols(f"x{k}_1:3", real=True)) for k in range(3)]
   signs = list(itertools.product((-1, 1), repeat=3))
-  mean_sq = sum((sum((sg * x for sg, x in zip(sgn, xs)), sp.zeros(2, 1)).norm()**2
-                 for sgn in signs)) / len(signs)
+  mean_sq = sum(sum((sg * x for sg, x in zip(sgn, xs)), sp.zeros(2, 1)).norm()**2
+                 for sgn in signs) / len(signs)
   jensen = _zero(sp.expand(mean_sq - sum(x.norm()**2 for x in xs)))
   sv = sp.symbols("s1:4", real=True)
   ky_fan = _zero(3 * sum(v**2 for v in sv) - sum(sv)**2

@@ -16,6 +16,7 @@ import ml_collections
 
 from basic_core.configs import presets
 from basic_core.configs.base import base_config
+from basic_core.models.layers import REMAT_POLICIES
 
 PRESETS = {
     "tiny": presets.tiny,
@@ -27,8 +28,32 @@ PRESETS = {
 }
 
 
+# Keys that moved; an override of the old name stops with the new one, and a saved workdir config that
+# still has it is read under the new name (`renamed`).
+MOVED_KEYS = {
+    "model.cpu_scheduler": "xla.cpu_scheduler",
+    "model.dense_grad": "xla.dense_grad",
+    "model.attention_grad": "xla.attention_grad",
+}
+
+
 class ConfigError(ValueError):
   """A config name, key or value that cannot be used; the message names it."""
+
+
+def renamed(key: str) -> str:
+  """A key under its current name (see MOVED_KEYS)."""
+  return MOVED_KEYS.get(key, key)
+
+
+def microbatching(train_config) -> tuple[int, int]:
+  """(microbatch size M, number of microbatches K = N / M) of a validated config's `train` section.
+
+  `train.microbatch_size = 0` means no accumulation (M = N, K = 1). The one place that resolves it.
+  """
+  n = int(train_config.batch_size)
+  micro = int(train_config.microbatch_size) or n
+  return micro, n // micro
 
 
 def get_config(name: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -62,6 +87,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     if "=" not in item:
       raise ConfigError(f"override {item!r} is not of the form key=value")
     key, text = item.split("=", 1)
+    if key.strip() in MOVED_KEYS:
+      raise ConfigError(f"config key {key.strip()!r} moved to {MOVED_KEYS[key.strip()]!r}")
     *parents, leaf = key.strip().split(".")
     node = config
     for i, part in enumerate(parents):
@@ -109,16 +136,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"model.image.kind must be 'vit' or 'coatnet', got {m.image.kind!r}")
   divisible(m.text.width, m.text.heads, "model.text")
   if m.remat not in REMAT_POLICIES:
-    raise ConfigError(f"model.remat must be one of {REMAT_POLICIES}, got {m.remat!r}")
-  if m.cpu_scheduler not in ("concurrency", "memory"):
-    raise ConfigError(f"model.cpu_scheduler must be concurrency or memory, got {m.cpu_scheduler!r}")
+    raise ConfigError(f"model.remat must be one of {tuple(REMAT_POLICIES)}, got {m.remat!r}")
+  for key, allowed in (("cpu_scheduler", ("concurrency", "memory")), ("dense_grad", ("ynn", "autodiff")),
+                       ("attention_grad", ("manual", "autodiff"))):
+    if config.xla[key] not in allowed:
+      raise ConfigError(f"xla.{key} must be one of {allowed}, got {config.xla[key]!r}")
   if m.dtype not in ("float32", "bfloat16"):
     raise ConfigError(f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
   if config.loss.kind not in ("softmax", "sigmoid"):
     raise ConfigError(f"loss.kind must be 'softmax' or 'sigmoid', got {config.loss.kind!r}")
   if t.batch_size <= 0:
     raise ConfigError(f"train.batch_size must be positive, got {t.batch_size}")
-  micro = t.microbatch_size or t.batch_size
+  if t.microbatch_size < 0:
+    raise ConfigError(f"train.microbatch_size must be 0 (no accumulation) or positive, "
+                      f"got {t.microbatch_size}")
+  micro, _ = microbatching(t)
   if t.batch_size % micro:
     raise ConfigError(
         f"train.batch_size {t.batch_size} is not divisible by train.microbatch_size {micro}")
@@ -131,5 +163,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optim.schedule not in ("cosine", "linear", "constant"):
     raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {config.optim.schedule!r}")
 
-
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")

@@ -15,10 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.embed_dim = 64
   c.model.dropout = 0.0  # residual-branch dropout in both towers
   c.model.remat = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
-  c.model.scan_layers = True  # lax.scan over stacked blocks (else remat saves memory on CPU only with:)
-  c.model.cpu_scheduler = "concurrency"  # concurrency | memory: XLA:CPU's scheduler (step.compiler_options)
-  c.model.dense_grad = "ynn"  # ynn | autodiff: dense weight-gradient dots (models/matmul.py; CPU only)
-  c.model.attention_grad = "manual"  # manual | autodiff: attention's backward pass (models/attend.py; CPU)
+  c.model.scan_layers = True  # lax.scan over stacked blocks (XLA:CPU's remat saves memory only inside)
   c.model.dtype = "float32"  # compute dtype; params stay float32, logits are always float32
   c.model.temperature_init = 0.07  # logit_scale = exp(log_scale), initialised to 1 / temperature_init
   c.model.max_logit_scale = 100.0  # logit_scale is clipped here (CLIP's value)
@@ -105,6 +102,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256  # FIXED contrastive batch for held-out / train losses (gap compares like)
   c.eval.num_pairs = 1024  # pairs used for held-out loss, train loss at eval batch, retrieval
   c.eval.num_images = 512  # images per zero-shot task
+
+  # --- XLA:CPU tuning: how the step is compiled, never what it computes (no effect on other backends) ---
+  c.xla = ml_collections.ConfigDict()
+  c.xla.cpu_scheduler = "concurrency"  # concurrency | memory: XLA:CPU's scheduler (step.compiler_options)
+  c.xla.dense_grad = "ynn"  # ynn | autodiff: dense weight-gradient dots (models/matmul.py)
+  c.xla.attention_grad = "manual"  # manual | autodiff: attention's backward pass (models/attend.py)
 
   # --- devices --------------------------------------------------------------------------------------
   # data x model devices (-1 = the rest); rules: tensor | fsdp | replicate | custom (see sharding.py);

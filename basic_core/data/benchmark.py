@@ -33,10 +33,10 @@ class ScenesBenchmark:
   def rng(self, stream: str) -> np.random.Generator:
     return np.random.default_rng([self.seed, zlib.crc32(stream.encode())])
 
-  def sample(self, stream: str, n: int, dist: S.Distribution = S.Distribution(), allowed_SxC=None,
+  def sample(self, stream: str, n: int, dist: S.Distribution | None = None, allowed_SxC=None,
              **fixed) -> S.Scenes:
     allowed = self.allowed_SxC if allowed_SxC is None else allowed_SxC
-    return S.sample(self.rng(stream), n, allowed, dist, **fixed)
+    return S.sample(self.rng(stream), n, allowed, dist or S.Distribution(), **fixed)
 
   def _pairs(self, split: str, noise: float) -> PairSet:
     scenes = self.scenes[split]

@@ -87,7 +87,7 @@ def _scan(path: str) -> tuple[dict[str, _Sample], str | None]:
   file_size = os.path.getsize(path)
   samples: dict[str, _Sample] = {}
   try:
-    tf = tarfile.open(path, "r:")
+    tf = tarfile.open(path, "r:")  # noqa: SIM115 (closed by the `with tf:` below)
   except (tarfile.TarError, OSError) as e:
     raise ShardError(f"cannot read WebDataset shard {path} as an uncompressed tar archive: {e}") from e
   note, end = None, 0
@@ -173,7 +173,7 @@ def write_shards(samples: Iterable[tuple[str, dict[str, bytes]]], out_dir: str, 
       if tf is not None:
         tf.close()
       paths.append(os.path.join(out_dir, f"{prefix}-{len(paths):06d}.tar"))
-      tf = tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT)
+      tf = tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (one per shard)
     for ext, data in files.items():
       info = tarfile.TarInfo(f"{key}.{ext}")
       info.size, info.mode, info.mtime = len(data), 0o644, 0

@@ -29,8 +29,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from basic_core.models.layers import (IMAGE, SEQ, Block, Options, Stack, constrain, dropout, fold,
-                                      gelu, layer_norm, run_block)
+from basic_core.models.layers import (
+  IMAGE,
+  SEQ,
+  Block,
+  Options,
+  Stack,
+  constrain,
+  dropout,
+  fold,
+  gelu,
+  layer_norm,
+  run_block,
+)
 
 
 def avg_pool(x_BxHxWxC: jax.Array, stride: int) -> jax.Array:

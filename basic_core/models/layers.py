@@ -36,12 +36,13 @@ IMAGE = ("batch", "height", "width", "embed")  # logical names of B x H x W x C 
 _cp = jax.checkpoint_policies
 _NAMED = _cp.save_only_these_names(DENSE_OUTPUT, ATTENTION_PROBS)  # what our custom_vjps hide
 REMAT_POLICIES = {
-    "full": _cp.nothing_saveable,  # recompute the whole block in the backward pass
+    "none": None,  # no checkpointing: the backward pass finds every activation saved
     "dots_saveable": _cp.save_from_both_policies(_cp.dots_saveable, _NAMED),  # keep matmul outputs
     "dots_with_no_batch_dims_saveable": _cp.save_from_both_policies(
         _cp.dots_with_no_batch_dims_saveable, _NAMED),
+    "full": _cp.nothing_saveable,  # recompute the whole block in the backward pass
 }
-"""`model.remat` -> `jax.checkpoint` policy; `none` means no checkpointing."""
+"""`model.remat` -> `jax.checkpoint` policy, cheapest first (least recomputation): the planner's order."""
 
 LN_EPS = 1e-5  # OpenCLIP's LayerNorm epsilon
 
@@ -51,10 +52,10 @@ class Options:
   """How blocks are run; shared by every tower."""
   dtype: jnp.dtype = jnp.float32  # compute dtype; parameters are always float32
   dropout: float = 0.0  # residual-branch dropout rate, applied only when a key is given
-  remat: str = "none"  # none | a key of REMAT_POLICIES
+  remat: str = "none"  # a key of REMAT_POLICIES
   scan: bool = True  # stacked blocks under lax.scan, else a Python loop
-  dense_grad: str = "ynn"  # ynn | autodiff: dense weight gradients (`models.matmul`)
-  attention_grad: str = "manual"  # manual | autodiff: attention's backward pass (`models.attend`)
+  dense_grad: str = "ynn"  # ynn | autodiff: dense weight gradients (`models.matmul`; xla.dense_grad)
+  attention_grad: str = "manual"  # manual | autodiff: attention's backward (`models.attend`; xla.*)
 
 
 def constrain(x: jax.Array, names: Sequence[str]) -> jax.Array:
@@ -245,7 +246,7 @@ class Stack(nnx.Module):
     else:  # the same weights, sliced (also keeps tracing linear in depth for eval_shape / jit init)
       graphdef, state = nnx.split(stacked)
       self.blocks = nnx.List(
-          [nnx.merge(graphdef, jax.tree.map(lambda w: w[i], state)) for i in range(n)])
+          [nnx.merge(graphdef, jax.tree.map(lambda w, i=i: w[i], state)) for i in range(n)])
     self.n, self.scan, self.remat, self.names = n, opts.scan, opts.remat, tuple(names)
     self.blocks_rate = opts.dropout
 

@@ -9,8 +9,8 @@ simplifier cannot fold it back into the dot. Measured once (2026-11-23, a throwa
 not kept; M = 16,640 rows, transposes included): 1024 -> 256 weight gradient 68 -> 49 ms, 256 -> 1024
 54 -> 48 ms, 256 -> 768 42 -> 37 ms; whole peer-vit steps, both variants in one process, alternating:
 plain batch 256 (remat none) 6.17 -> 5.49 s, accumulated 1024 = 256 x 4 (dots_saveable) 30.3 -> 27.6 s,
-same losses. To reproduce, `model.dense_grad=autodiff` switches back:
-`python -m basic_core.bench throughput --config peer-vit --set model.dense_grad=autodiff`.
+same losses. To reproduce, `xla.dense_grad=autodiff` switches back:
+`python -m basic_core.bench throughput --config peer-vit --set xla.dense_grad=autodiff`.
 
 Every dot here asks for a float32 result and casts it to the operands' dtype: with bfloat16 operands
 XLA:CPU otherwise upcasts them to float32 before the dot, and a bf16 x bf16 -> f32 dot is YNNPACK's bf16

@@ -1,7 +1,8 @@
 """The dual encoder: two towers, linear projections (no bias) to a shared space, L2 norm, temperature.
 
-The only module that reads the config. The contrastive logits are `logit_scale() * img @ txt.T`
-(+ `logit_bias` for the sigmoid loss); the loss itself lives outside the model.
+The only module that reads the config (`model.*`, and `xla.*` for the hand-written backward passes).
+The contrastive logits are `logit_scale() * img @ txt.T` (+ `logit_bias` for the sigmoid loss); the
+loss itself lives outside the model.
 Temperature: `log_logit_scale` starts at log(1 / temperature_init); the scale used is
 exp(min(log_logit_scale, log(max_logit_scale))), so the gradient is zero while clipped (CLIP clips at
 100). With `learn_temperature=False` its gradient is stopped (zero), which freezes it under Adam-type
@@ -29,10 +30,13 @@ def l2_normalize(x_BxD: jax.Array) -> jax.Array:
 
 class TwoTower(nnx.Module):
 
-  def __init__(self, model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+  def __init__(self, model_config: ml_collections.ConfigDict,
+               xla_config: ml_collections.ConfigDict | None = None, *, rngs: nnx.Rngs):
     m = model_config
+    kernels = {} if xla_config is None else dict(dense_grad=xla_config.dense_grad,
+                                                  attention_grad=xla_config.attention_grad)
     opts = Options(dtype=jnp.dtype(m.dtype), dropout=m.dropout, remat=m.remat, scan=m.scan_layers,
-                   dense_grad=m.dense_grad, attention_grad=m.attention_grad)
+                   **kernels)
     if m.image.kind == "vit":
       self.image = ViT(image_size=m.image.image_size, **m.image.vit.to_dict(), opts=opts, rngs=rngs)
     elif m.image.kind == "coatnet":
@@ -74,9 +78,10 @@ class TwoTower(nnx.Module):
             self.encode_text(tokens_BxL, key=fold(key, 1)))
 
 
-def build_model(model_config: ml_collections.ConfigDict, seed: int) -> TwoTower:
+def build_model(model_config: ml_collections.ConfigDict, seed: int,
+                xla_config: ml_collections.ConfigDict | None = None) -> TwoTower:
   """The model with freshly initialised weights; initialisation is jitted (eager NNX init is slow)."""
-  return nnx.jit(lambda: TwoTower(model_config, rngs=nnx.Rngs(seed)))()
+  return nnx.jit(lambda: TwoTower(model_config, xla_config, rngs=nnx.Rngs(seed)))()
 
 
 def count_params(model_config: ml_collections.ConfigDict) -> dict[str, int]:

@@ -1,17 +1,20 @@
-"""Process settings for XLA:CPU: a huge-page malloc tunable, and freeing the compiler's memory.
+"""Host memory of XLA:CPU processes: the huge-page malloc setting, and freeing the compiler's memory.
 
 XLA:CPU takes each step's temporary buffers (gigabytes for a real model) from malloc. glibc serves
 large blocks with freshly mapped 4 KiB pages, so every step page-faults through its whole working set:
 on the peer-vit step (batch 256, 2 cores) that was 2.9 s of kernel time per ~9 s step. With glibc's
 `glibc.malloc.hugetlb=1` tunable, malloc asks for transparent huge pages and the kernel time falls to
-~0.45 s (step 9.3 s -> 7.1 s, measured in one session). glibc reads tunables only at process start, so
-`reexec_with_malloc_tunables` re-executes the command once with the tunable set; child processes
-inherit it. Call it only from `if __name__ == "__main__":`, never from library code (it replaces the
-process). `BASIC_JAX_NO_REEXEC=1` turns it off.
+~0.45 s (step 9.3 s -> 7.1 s, measured in one session). glibc reads tunables only when a process
+starts, so the setting must be in the environment before Python starts; this project never re-executes
+a process to set it. One mechanism sets it everywhere: the Makefile exports `GLIBC_TUNABLES` to every
+target (training, sweeps, benchmarks, tests, notebooks), and `make setup` writes it into the venv's
+Jupyter kernel spec. Run by hand, prefix the command with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
+(README, "Environment"). Without it everything works, only slower; `huge_page_malloc()` says which.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -19,16 +22,9 @@ import sys
 MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
-def reexec_with_malloc_tunables() -> None:
-  """Re-executes this command with MALLOC_TUNABLE in GLIBC_TUNABLES, unless already set (or off)."""
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if (not sys.platform.startswith("linux") or MALLOC_TUNABLE in tunables
-      or os.environ.get("BASIC_JAX_NO_REEXEC") == "1"):
-    return
-  env = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, MALLOC_TUNABLE]))}
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, sys.orig_argv, env)
+def huge_page_malloc() -> bool:
+  """Whether this process started with the huge-page malloc tunable (benchmarks record it)."""
+  return MALLOC_TUNABLE in os.environ.get("GLIBC_TUNABLES", "")
 
 
 def release_freed_memory() -> None:
@@ -40,7 +36,5 @@ def release_freed_memory() -> None:
   accumulated, 2561 -> 2131 accumulated with remat.
   """
   if sys.platform.startswith("linux"):
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
       ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-      pass

@@ -1,7 +1,8 @@
 """`preprocess`: uint8 images -> normalised float32, with augmentation that keeps captions true.
 
-Pure JAX, so it runs inside the jitted train step; all randomness comes from the key passed in, so the
-two passes of the accumulated step (embed, then recompute for the gradient) see identical pixels.
+Pure JAX, so it runs inside the jitted train step (it lives outside `data/`: the step imports no readers
+or tokenizers). All randomness comes from the key passed in, so the two passes of the accumulated step
+(embed, then recompute for the gradient) see identical pixels.
 There is no horizontal flip (captions say "left" and "right") and no hue change (they name colours):
 only a mild random-resized crop (a shift of a few pixels at most) and brightness/contrast jitter.
 """
@@ -38,9 +39,9 @@ def augment(key: jax.Array, x_BxHxWx3: jax.Array) -> jax.Array:
   return jnp.clip((out - mean) * contrast + mean + brightness, 0.0, 1.0)
 
 
-def preprocess(images_uint8, key, config) -> jax.Array:
-  """float32 [B, H, W, 3]. `key=None`, or data.augment off, gives the deterministic eval transform."""
+def preprocess(images_uint8, key: jax.Array | None = None) -> jax.Array:
+  """float32 [B, H, W, 3]: augmented with `key`; `key=None` gives the deterministic eval transform."""
   x = jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
-  if key is not None and config.data.augment:
+  if key is not None:
     x = augment(key, x)
   return (x - MEAN) / STD

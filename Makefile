@@ -1,5 +1,5 @@
 # basic-jax: one command to set up, one to run the main job, one to test.
-#   make sweep   set up, then run the smoke batch-size sweep and draw its figure (runs/sweep-smoke)
+#   make sweep   set up, then run the smoke negatives sweep and draw its figures (runs/sweep-negatives-smoke)
 #   make test    set up, then run the test suite (what CI runs)
 PYTHON ?= python3
 # glibc's huge-page malloc for every command below (and the notebooks' kernel): XLA:CPU's step buffers
@@ -34,7 +34,7 @@ test-all: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 sweep: setup
-	$(PY) -m experiments.batch_size_sweep --preset smoke --out runs/sweep-smoke
+	$(PY) -m experiments.batch_size_sweep --preset negatives-smoke --out runs/sweep-negatives-smoke
 
 tiny: setup
 	$(PY) -m basic_core.train --config tiny --workdir runs/tiny
@@ -45,6 +45,8 @@ figures: setup
 	$(PY) -m paper_figures.theory_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
 	$(PY) -m paper_figures.memory_figure --rows paper_figures/data/memory_tiny.jsonl --out paper_figures/figures/memory_vs_batch.png
 	$(PY) -m paper_figures.theory_figures --data theory/figures --out theory/figures
+	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_pilot.csv \
+	    --probes paper_figures/data/negatives_pilot_probes.csv --out paper_figures/figures
 
 # Every notebook, headless, on its default inputs (executed copies in runs/notebooks/).
 notebooks: setup

@@ -51,5 +51,11 @@ def initialize() -> None:
     # Cross-process collectives of CPU devices (already the default in jax 0.10; pinned, since
     # without it CPU arrays cannot span processes). GPU / TPU devices are unaffected.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # A persistent compilation cache (JAX_COMPILATION_CACHE_DIR) hangs multi-process CPU runs once it
+    # holds the step: measured with jax 0.10.2, 2 processes x 4 CPU devices, the second launch with a
+    # warm cache stalls until the shutdown barrier times out. Off unless a GPU / TPU platform is named
+    # (the backend cannot be asked before initialize, so an unnamed platform counts as CPU).
+    if (jax.config.jax_platforms or "cpu").split(",")[0] == "cpu":
+      jax.config.update("jax_enable_compilation_cache", False)
     jax.distributed.initialize(**settings)
     _SETTINGS["started"] = True

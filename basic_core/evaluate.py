@@ -29,6 +29,7 @@ import numpy as np
 from basic_core import data, sharding
 from basic_core import state as state_lib
 from basic_core.augment import preprocess
+from basic_core.configs import loss_group_size
 from basic_core.losses import contrastive_loss
 
 
@@ -109,41 +110,99 @@ def retrieval(image_NxD: np.ndarray, text_NxD: np.ndarray, ks=(1, 5, 10)) -> dic
 
 @functools.partial(jax.jit, static_argnums=(3,))
 def _chunked_loss(image_NxD, text_NxD, scale, batch):
-  img_KxBxD = image_NxD.reshape(-1, batch, image_NxD.shape[-1])
-  txt_KxBxD = text_NxD.reshape(-1, batch, text_NxD.shape[-1])
-  return jax.vmap(contrastive_loss, in_axes=(0, 0, None))(img_KxBxD, txt_KxBxD, scale).mean()
+  return contrastive_loss(image_NxD, text_NxD, scale, group_size=batch)
 
 
 def loss_at_batch(image_NxD: np.ndarray, text_NxD: np.ndarray, logit_scale: float, batch: int) -> float:
   """Mean contrastive loss over consecutive chunks of `batch` pairs (the remainder is dropped)."""
   n = (len(image_NxD) // batch) * batch
   if n == 0:
-    raise ValueError(f"need at least eval.batch_size={batch} pairs, got {len(image_NxD)}")
+    raise ValueError(f"need at least {batch} evaluation pairs, got {len(image_NxD)}")
   return float(_chunked_loss(jnp.asarray(image_NxD[:n]), jnp.asarray(text_NxD[:n]),
                              jnp.float32(logit_scale), batch))
 
 
-def evaluate(fns, params, tokenizer, suite, eval_config) -> dict:
-  """Every metric of one model as a flat dict (names used by metrics.jsonl and results.csv)."""
+@jax.jit
+def bias_constant(image_NxD, text_NxD, logit_scale) -> jax.Array:
+  """Plug-in estimate of kappa = lim N (L_N - L_inf) of theory/README.md (Proposition 1) from n pairs.
+
+  kappa = rho - E[sigma^2(x) / (2 Z(x)^2)], rho = E[e^{beta s(x,y)} / Z(x)] - 1, with Z(x) and sigma^2(x)
+  the mean and variance of e^{beta s(x, y')} over the n texts y' (images, for the text-to-image half);
+  the two halves of the symmetric loss are averaged. A fixed model's loss at batch G then exceeds its
+  infinite-batch loss by about kappa / G (+ O(1/G^2)).
+  """
+
+  def one_direction(logits_NxN):
+    e_NxN = jnp.exp(logits_NxN - logits_NxN.max(axis=1, keepdims=True))  # each row rescaled alike
+    z_N = e_NxN.mean(axis=1)
+    rho = jnp.mean(jnp.diagonal(e_NxN) / z_N) - 1.0
+    jensen = jnp.mean(((e_NxN**2).mean(axis=1) / z_N**2 - 1.0) / 2.0)
+    return rho - jensen
+
+  logits_NxN = logit_scale * image_NxD @ text_NxD.T
+  return 0.5 * (one_direction(logits_NxN) + one_direction(logits_NxN.T))
+
+
+def contrastive_metrics(heldout: tuple[np.ndarray, np.ndarray], trained: tuple[np.ndarray, np.ndarray],
+                        logit_scale: float, *, eval_batch: int, group_size: int) -> dict:
+  """Losses of held-out pairs and of pairs the run trained on, and the gaps between them.
+
+  Three batch sizes, each the same for both sets (a contrastive loss grows like log of its batch):
+    `*_loss` / `*_at_eval_batch` at the fixed eval.batch_size, comparable across runs (gap_fixed_eval);
+    `*_at_group` at the run's own loss group G: its training objective (gap_sample = held-out - trained);
+    `*_offset_all`: all n pairs as one batch minus log n, the estimate of the infinite-batch loss L_inf
+      (bias O(1/n); gap_offset_all = held-out - trained).
+  `bias` = (held-out loss at G - log G) - heldout_loss_offset_all estimates L_G - L_n, a property of the
+  objective, not of overfitting; `bias_predicted` = kappa (1/G - 1/n) is theory's first-order value.
+  A metric at a batch larger than the n pairs (e.g. G = 65,536 with 1,024 evaluation pairs) is NaN.
+  """
+  n = min(len(heldout[0]), len(trained[0]))
+  held, seen = [(img[:n], txt[:n]) for img, txt in (heldout, trained)]
+  loss = lambda pairs, batch: loss_at_batch(*pairs, logit_scale, batch) if batch <= n else float("nan")
+  out = dict(eval_pairs=n, group_size=group_size,
+             heldout_loss=loss(held, eval_batch), train_loss_at_eval_batch=loss(seen, eval_batch),
+             heldout_loss_at_group=loss(held, group_size), train_loss_at_group=loss(seen, group_size),
+             heldout_loss_offset_all=loss(held, n) - np.log(n),
+             train_loss_offset_all=loss(seen, n) - np.log(n))
+  out["gap_fixed_eval"] = out["heldout_loss"] - out["train_loss_at_eval_batch"]
+  out["gap_sample"] = out["heldout_loss_at_group"] - out["train_loss_at_group"]
+  out["gap_offset_all"] = out["heldout_loss_offset_all"] - out["train_loss_offset_all"]
+  out["bias"] = out["heldout_loss_at_group"] - np.log(group_size) - out["heldout_loss_offset_all"]
+  out["kappa"] = float(bias_constant(*held, jnp.float32(logit_scale)))
+  out["bias_predicted"] = out["kappa"] * (1.0 / group_size - 1.0 / n)
+  return out
+
+
+def evaluate(fns, params, tokenizer, suite, trained_pairs: dict, eval_config, *, group_size: int) -> dict:
+  """Every metric of one model as a flat dict (names used by metrics.jsonl and results.csv).
+
+  `trained_pairs` (image, text) are pairs the run trained on (`data.trained_pairs`); `group_size` is
+  the number of pairs each training loss saw (loss.group_size, or the contrastive batch).
+  """
   batch = int(eval_config.batch_size)
   encoder = Encoder(fns, params, chunk=batch)
+  held = encoder.images(suite.heldout["image"]), encoder.texts(suite.heldout["text"])
+  seen = encoder.images(trained_pairs["image"]), encoder.texts(trained_pairs["text"])
   out = dict(logit_scale=encoder.logit_scale, eval_batch_size=batch)
-  held_img, held_txt = encoder.images(suite.heldout["image"]), encoder.texts(suite.heldout["text"])
-  train_img, train_txt = encoder.images(suite.train_pairs["image"]), encoder.texts(suite.train_pairs["text"])
-  out["heldout_loss"] = loss_at_batch(held_img, held_txt, encoder.logit_scale, batch)
-  out["train_loss_at_eval_batch"] = loss_at_batch(train_img, train_txt, encoder.logit_scale, batch)
-  out["gap_fixed_eval"] = out["heldout_loss"] - out["train_loss_at_eval_batch"]
-  # All held-out pairs as one batch, offset by log n: the estimate of the infinite-batch (population)
-  # loss L_inf of theory/README.md; its bias is O(1/n) (theory/montecarlo.py measures it).
-  n = len(held_img)
-  out["heldout_loss_offset_all"] = loss_at_batch(held_img, held_txt, encoder.logit_scale, n) - np.log(n)
-  out["train_loss_offset_all"] = (loss_at_batch(train_img, train_txt, encoder.logit_scale, n)
-                                  - np.log(n))
-  out.update({f"retrieval_{k}": v for k, v in retrieval(held_img, held_txt).items()})
+  out.update(contrastive_metrics(held, seen, encoder.logit_scale, eval_batch=batch, group_size=group_size))
+  out.update({f"retrieval_{k}": v for k, v in retrieval(*held).items()})
   for task in suite.tasks:
     for k, v in zero_shot(encoder, tokenizer, task).items():
       out[f"zeroshot_{task.name}_{k}"] = v
   return out
+
+
+def probe(fns, params, heldout: dict, trained_pairs: dict, *, group_size: int) -> dict:
+  """The losses of `contrastive_metrics` on a few thousand pairs, cheap enough to run along training
+  (eval.probe_every): gaps can then be compared at matched training loss, not only at the end."""
+  encoder = Encoder(fns, params, chunk=min(len(heldout["text"]), 1024))
+  held = encoder.images(heldout["image"]), encoder.texts(heldout["text"])
+  seen = encoder.images(trained_pairs["image"]), encoder.texts(trained_pairs["text"])
+  metrics = contrastive_metrics(held, seen, encoder.logit_scale, eval_batch=group_size,
+                                group_size=group_size)
+  keep = ("heldout_loss_at_group", "train_loss_at_group", "gap_sample", "heldout_loss_offset_all",
+          "train_loss_offset_all", "gap_offset_all", "bias", "eval_pairs")
+  return {f"probe_{k}": metrics[k] for k in keep} | {"logit_scale": encoder.logit_scale}
 
 
 class Trained(NamedTuple):
@@ -153,13 +212,14 @@ class Trained(NamedTuple):
   params: Any
   tokenizer: data.Tokenizer
   step: int
+  data_state: dict  # the training pipeline's position: which pairs the run trained on
 
 
 def load(workdir: Path) -> Trained:
   """The latest checkpoint of a training workdir (`state.restore`), ready for `Encoder` / `evaluate`."""
   config, restored, meta, step = state_lib.restore(workdir)
   return Trained(config, restored.fns, sharding.to_host(restored.state["params"]),
-                 data.tokenizer_from_json(meta["tokenizer"]), step)
+                 data.tokenizer_from_json(meta["tokenizer"]), step, meta["data"])
 
 
 def main(argv=None) -> int:
@@ -169,7 +229,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   run = load(args.workdir)
   suite = data.eval_suite(run.config, run.tokenizer)
-  results = dict(step=run.step, **evaluate(run.fns, run.params, run.tokenizer, suite, run.config.eval))
+  pipeline = data.train_pipeline(run.config, run.tokenizer)
+  pipeline.set_state(run.data_state)
+  trained = data.trained_pairs(pipeline, len(suite.heldout["text"]), run.tokenizer.encode)
+  pipeline.close()
+  results = dict(step=run.step, **evaluate(run.fns, run.params, run.tokenizer, suite, trained,
+                                           run.config.eval, group_size=loss_group_size(run.config)))
   (args.workdir / "eval.json").write_text(json.dumps(results, indent=2))
   if args.json:
     print(json.dumps(results))

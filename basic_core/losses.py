@@ -17,16 +17,44 @@ import jax
 import jax.numpy as jnp
 
 
-def contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array) -> jax.Array:
+def grouped(loss_fn, group_size: int):
+  """`loss_fn(img [N, D], txt [N, D], *rest)` applied to consecutive groups of `group_size` pairs
+  (G - 1 negatives per positive) and averaged over the N / G groups; 0 or N = the whole batch.
+
+  This is how the number of negatives is varied at a fixed optimizer batch (experiments/): the
+  gradient still averages over all N pairs, only the softmax sees G of them.
+  """
+
+  def fn(img_NxD, txt_NxD, *rest):
+    n = img_NxD.shape[0]
+    if not group_size or group_size == n:
+      return loss_fn(img_NxD, txt_NxD, *rest)
+    if n % group_size:
+      raise ValueError(f"batch {n} is not divisible by loss group size {group_size}")
+    split = lambda x: x.reshape(n // group_size, group_size, x.shape[-1])
+    per_group = jax.vmap(loss_fn, in_axes=(0, 0) + (None,) * len(rest))
+    return per_group(split(img_NxD), split(txt_NxD), *rest).mean()
+
+  return fn
+
+
+def contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array, *,
+                     group_size: int = 0) -> jax.Array:
   """Mean of the image->text and text->image softmax cross-entropies over in-batch negatives.
 
   Args:
     image_emb: [N, D] image embeddings (BASIC L2-normalises them; this function does not).
     text_emb: [N, D] text embeddings; row i is the caption of image i.
     logit_scale: scalar multiplier of the cosine logits (exp of the model's log parameter, 1/tau).
+    group_size: G > 0 computes the loss inside each of the N / G consecutive groups of G pairs and
+      averages over groups (G - 1 negatives per positive); 0 (default) = the whole batch.
   Returns:
     scalar: 0.5 * (CE_rows + CE_cols), natural log, averaged over the N pairs.
   """
+  return grouped(_contrastive_loss, group_size)(image_emb, text_emb, logit_scale)
+
+
+def _contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array) -> jax.Array:
   img_NxD, txt_NxD = image_emb.astype(jnp.float32), text_emb.astype(jnp.float32)
   logits_NxN = logit_scale.astype(jnp.float32) * img_NxD @ txt_NxD.T
   positives_N = jnp.diagonal(logits_NxN)
@@ -103,19 +131,31 @@ _tiled_softmax.defvjp(_tiled_softmax_fwd, _tiled_softmax_bwd)
 
 
 def tiled_contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
-                           tile: int) -> jax.Array:
-  """`contrastive_loss` computed in row blocks of `tile` rows: O(N * tile) memory, same value."""
-  return _tiled_softmax(image_emb.astype(jnp.float32), text_emb.astype(jnp.float32),
-                        jnp.asarray(logit_scale, jnp.float32), min(tile, image_emb.shape[0]))
+                           tile: int, *, group_size: int = 0) -> jax.Array:
+  """`contrastive_loss` computed in row blocks of `tile` rows: O(N * tile) memory, same value.
+
+  With `group_size` G, each group is tiled on its own (O(N * min(tile, G)) memory)."""
+
+  def one(img_NxD, txt_NxD, scale):
+    return _tiled_softmax(img_NxD.astype(jnp.float32), txt_NxD.astype(jnp.float32),
+                          jnp.asarray(scale, jnp.float32), min(tile, img_NxD.shape[0]))
+
+  return grouped(one, group_size)(image_emb, text_emb, logit_scale)
 
 
 def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
-                 logit_bias: jax.Array, tile: int = 0) -> jax.Array:
+                 logit_bias: jax.Array, tile: int = 0, *, group_size: int = 0) -> jax.Array:
   """SigLIP: every pair is an independent binary problem, positives on the diagonal.
 
   Normalised as in SigLIP: summed over the N x N pairs, divided by N. With `tile`, row blocks are
-  scanned under `jax.checkpoint`, so the backward pass also holds only one block of logits.
+  scanned under `jax.checkpoint`, so the backward pass also holds only one block of logits. With
+  `group_size` G only the G x G pairs inside each group of consecutive pairs count (G - 1 negatives).
   """
+  return grouped(functools.partial(_sigmoid_loss, tile=tile), group_size)(
+      image_emb, text_emb, logit_scale, logit_bias)
+
+
+def _sigmoid_loss(image_emb, text_emb, logit_scale, logit_bias, *, tile: int) -> jax.Array:
   img_NxD, txt_NxD = image_emb.astype(jnp.float32), text_emb.astype(jnp.float32)
   n = img_NxD.shape[0]
   scale, bias = jnp.asarray(logit_scale, jnp.float32), jnp.asarray(logit_bias, jnp.float32)
@@ -137,9 +177,9 @@ def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Arr
 
 def make_loss_fn(loss_config):
   """`fn(image_emb, text_emb, logit_scale, logit_bias) -> scalar` for config.loss."""
-  tile = int(loss_config.tile)
+  tile, groups = int(loss_config.tile), int(loss_config.group_size)
   if loss_config.kind == "sigmoid":
-    return lambda i, t, s, b: sigmoid_loss(i, t, s, b, tile)
+    return lambda i, t, s, b: sigmoid_loss(i, t, s, b, tile, group_size=groups)
   if tile:
-    return lambda i, t, s, b: tiled_contrastive_loss(i, t, s, tile)
-  return lambda i, t, s, b: contrastive_loss(i, t, s)
+    return lambda i, t, s, b: tiled_contrastive_loss(i, t, s, tile, group_size=groups)
+  return lambda i, t, s, b: contrastive_loss(i, t, s, group_size=groups)

@@ -27,7 +27,7 @@ from tensorboardX import SummaryWriter
 from basic_core import checkpoint, data, distributed, evaluate, hostmem, optim, pretrain, sharding
 from basic_core import state as state_lib
 from basic_core import step as step_lib
-from basic_core.configs import ConfigError, get_config, microbatching
+from basic_core.configs import ConfigError, get_config, loss_group_size, microbatching
 
 
 class TrainingError(RuntimeError):
@@ -169,7 +169,9 @@ def train(config, workdir: Path) -> dict:
         progress.set_postfix(loss=f"{loss:.3f}", T=f"{record['logit_scale']:.1f}",
                              sps=f"{record['samples_per_s']:.0f}")
       if config.train.eval_every and done % config.train.eval_every == 0 and done != total:
-        writer.write(dict(step=done, **_evaluate(fns, state, tokenizer, config)))
+        writer.write(dict(step=done, **_evaluate(fns, state, tokenizer, config, pipeline)))
+      if config.eval.probe_every and done % config.eval.probe_every == 0:
+        writer.write(dict(step=done, **_probe(fns, state, tokenizer, config, pipeline)))
       if done % config.train.checkpoint_every == 0 or done == total or stop.signal:
         ckpt.save(done, state, _meta(pipeline, tokenizer, config))
       if stop.signal:
@@ -182,7 +184,7 @@ def train(config, workdir: Path) -> dict:
   progress.close()
 
   # ---- Phase 3: final evaluation -------------------------------------------------------------------
-  results = dict(step=total, **_evaluate(fns, state, tokenizer, config))
+  results = dict(step=total, **_evaluate(fns, state, tokenizer, config, pipeline))
   if pipeline.skipped_samples:
     print(f"run summary: {pipeline.skipped_samples} corrupt samples were skipped", file=sys.stderr)
   results["skipped_samples"] = pipeline.skipped_samples
@@ -198,9 +200,19 @@ def _meta(pipeline, tokenizer, config) -> dict:
   return dict(data=pipeline.get_state(), tokenizer=tokenizer.to_json(), config_name=config.name)
 
 
-def _evaluate(fns, state, tokenizer, config) -> dict:
+def _evaluate(fns, state, tokenizer, config, pipeline) -> dict:
   suite = _eval_suite(config, tokenizer)
-  return evaluate.evaluate(fns, sharding.to_host(state["params"]), tokenizer, suite, config.eval)
+  trained = data.trained_pairs(pipeline, len(suite.heldout["text"]), tokenizer.encode)
+  return evaluate.evaluate(fns, sharding.to_host(state["params"]), tokenizer, suite, trained, config.eval,
+                           group_size=loss_group_size(config))
+
+
+def _probe(fns, state, tokenizer, config, pipeline) -> dict:
+  n = config.eval.probe_pairs
+  heldout = {k: v[:n] for k, v in _eval_suite(config, tokenizer).heldout.items()}
+  trained = data.trained_pairs(pipeline, n, tokenizer.encode)
+  return evaluate.probe(fns, sharding.to_host(state["params"]), heldout, trained,
+                        group_size=loss_group_size(config))
 
 
 _SUITES = {}

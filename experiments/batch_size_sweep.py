@@ -1,18 +1,25 @@
-"""The contrastive batch-size sweep: does a larger contrastive batch give a smaller generalization gap?
+"""Contrastive batch-size and negatives sweeps: does seeing more negatives give a smaller generalization gap?
 
-    python -m experiments.batch_size_sweep --preset smoke --out runs/sweep-smoke
-    python -m experiments.batch_size_sweep --preset default --out runs/sweep-default --jobs 1
+    python -m experiments.batch_size_sweep --preset negatives-smoke --out runs/sweep-negatives-smoke
+    python -m experiments.batch_size_sweep --preset negatives-pilot --out runs/sweep-negatives-pilot
+    python -m experiments.batch_size_sweep --preset default --out runs/sweep-default
 
-Writes OUT/results.csv (one row per run), OUT/summary.csv (mean and 95% interval per batch size),
-OUT/summary.json (trend fits and verdicts) and, unless --no-figures, the figures in OUT/figures.
-Re-running skips finished runs and resumes interrupted ones. Presets: experiments/presets.py.
+Writes OUT/results.csv (one row per run), OUT/probes.csv (along-training probes, when the preset has
+them), OUT/summary.json (fits with intervals and verdict sentences) and, unless --no-figures, the
+figures in OUT/figures. Re-running skips finished runs and resumes interrupted ones. Presets, and the
+confound each design carries: experiments/presets.py.
 
-Gap definitions (both per run, both with the run's own final weights):
-  gap_fixed_eval  = held-out loss - loss on training pairs, both at the FIXED eval batch size
-                    (eval.batch_size), so runs trained at different N are compared like with like.
-  gap_population  = (held-out loss over all held-out pairs as one batch - log n_heldout), an estimate
-                    of the infinite-batch loss L_inf, minus (training objective at the run's own
-                    batch N - log N), the offset training objective L^_N of theory/README.md.
+Every metric is measured at the run's final weights, without augmentation, at the run's own temperature,
+on >= eval.num_pairs held-out pairs and as many pairs the run trained on (basic_core/evaluate.py):
+  gap_sample      held-out - trained loss, both at the run's own G (loss.group_size, or the batch);
+  gap_offset_all  held-out - trained infinite-batch loss estimates (all n pairs as one batch - log n);
+  gap_fixed_eval  held-out - trained loss at the fixed eval.batch_size;
+  bias            held-out loss at G - log G - the held-out infinite-batch estimate: the objective's own
+                  dependence on G (theory/README.md, Proposition 1), present for any fixed model.
+Results of sweeps run before 2026-11-27 also carry `gap_population`: the held-out infinite-batch estimate
+minus the mean LOGGED training loss over the last quarter of training (single batches, augmentation on,
+weights still moving), offset by log N; it contains the -kappa/N objective bias by construction, so its
+trend in N is that bias, not generalization.
 """
 
 from __future__ import annotations
@@ -25,12 +32,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import stats
+from experiments import negatives, stats
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
 from experiments.stats import add_means
 
-GAPS = ("gap_fixed_eval", "gap_population")
+GAPS = ("gap_sample", "gap_offset_all", "gap_fixed_eval", "gap_population")
 
 
 def summarize_sweep(df: pd.DataFrame, out: Path) -> dict:
@@ -89,11 +96,29 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if len(sweep.group_sizes) > 1:
+    return report_negatives(df, args.out, figures=not args.no_figures)
   summary = summarize_sweep(df, args.out)
   print_report(df, summary)
   if not args.no_figures:
     from paper_figures import sweep_figures
     for path in sweep_figures.draw_all(args.out / "results.csv", args.out / "figures"):
+      print(f"figure: {path}")
+  return 0
+
+
+def report_negatives(df: pd.DataFrame, out: Path, *, figures: bool) -> int:
+  """summary.json, the verdicts and the figures of a sweep over loss group sizes G."""
+  probes_csv = out / "probes.csv"
+  probes = pd.read_csv(probes_csv) if probes_csv.exists() else None
+  summary = negatives.summarize(df, probes)
+  summary["gap_sample_per_doubling"] = negatives.gap_sample_slopes(summary)
+  (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+  for sentence in summary["verdicts"]:
+    print(sentence)
+  if figures:
+    from paper_figures import negatives_figures
+    for path in negatives_figures.draw_all(out / "results.csv", out / "figures", probes_csv):
       print(f"figure: {path}")
   return 0
 

@@ -9,6 +9,15 @@ so the contrastive batch is never limited by memory.
 Budgets: `samples` gives every run the same number of training pairs seen (steps = samples / N, the
 fair comparison for a fixed compute budget); `steps` gives every run the same number of updates
 (large batches then see more pairs), the paper's "same number of steps" comparison.
+
+Confounds, by design. Varying the contrastive batch N varies the number of negatives together with the
+number of steps (`samples` budget) or with the number of passes over the pool (`steps` budget): the
+`default`, `default-steps`, `scaling` and `full` sweeps cannot separate negatives from optimisation.
+The `negatives*` sweeps hold the optimizer batch B, the steps, the learning-rate schedule and the
+temperature fixed and vary only G, the number of pairs each softmax sees (`loss.group_size`: G - 1
+negatives per positive), on a fixed pool of m pairs or on fresh pairs never repeated (`data.fresh`).
+`paper-regime` is BASIC's own setting: more negatives and more data together (batch = N, fixed steps,
+fresh pairs), so it measures their joint effect, not the negatives alone.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ class Sweep:
   num_train: tuple[int, ...] = (0,)  # 0 = the base preset's data.num_train
   models: tuple[str, ...] = ("s",)
   warmup_frac: float = 0.1
+  group_sizes: tuple[int, ...] = (0,)  # loss.group_size values; 0 = the whole batch
+  data_modes: tuple[str, ...] = ("pool",)  # pool (m = num_train pairs, repeated) | fresh (never repeated)
+  temperatures: tuple[float, ...] = (0.0,)  # 0 = learned (from model.temperature_init); t > 0 = frozen at t
 
   def __post_init__(self):
     if self.budget not in ("samples", "steps"):
@@ -50,9 +62,14 @@ class Sweep:
     unknown = [m for m in self.models if m not in MODEL_SIZES]
     if unknown:
       raise ValueError(f"unknown model size(s) {unknown}; known: {sorted(MODEL_SIZES)}")
+    if set(self.data_modes) - {"pool", "fresh"}:
+      raise ValueError(f"data modes are 'pool' and 'fresh', got {self.data_modes}")
 
 
 _EVAL = ("eval.batch_size=256", "eval.num_pairs=1024", "eval.num_images=512", "train.progress=False")
+# >= 8192 held-out and trained pairs: the loss at the largest G and the infinite-batch estimate need many.
+_NEGATIVES_EVAL = ("eval.batch_size=256", "eval.num_pairs=8192", "data.num_test=8192", "eval.num_images=512",
+                   "train.progress=False", "train.checkpoint_every=100", "train.log_every=20")
 
 PRESETS = {
     # Under 3 minutes on a 2-core CPU: the tests and the README's first command use it.
@@ -76,6 +93,27 @@ PRESETS = {
                            steps=200, overrides=_EVAL + ("data.num_train=8192", "data.num_test=1024",
                                                          "train.checkpoint_every=50",
                                                          "train.log_every=10")),
+    # Negatives alone: fixed optimizer batch B = 256, G in 4..256, 40 steps, fresh pairs, temperature frozen
+    # at 0.07; its figure shows the objective's bias ~ kappa / G against theory. Under 3 minutes here.
+    "negatives-smoke": Sweep(name="negatives-smoke", batch_sizes=(256,), group_sizes=(4, 16, 64, 256),
+                             seeds=(0,), budget="steps", steps=40, data_modes=("fresh",),
+                             temperatures=(0.07,), max_microbatch=256, overrides=_NEGATIVES_EVAL),
+    # B = 1024, G in 4..1024, 3 seeds paired across G, fresh vs a pool of m = 8192, temperature frozen at
+    # 0.07 and 0.1, 150 steps (a pool run sees each pair 18.75 times; a fresh run sees 153,600 pairs once).
+    "negatives-pilot": Sweep(name="negatives-pilot", batch_sizes=(1024,), group_sizes=(4, 16, 64, 256, 1024),
+                             seeds=(0, 1, 2), budget="steps", steps=150, num_train=(8192,),
+                             data_modes=("fresh", "pool"), temperatures=(0.07, 0.1), max_microbatch=1024,
+                             overrides=_NEGATIVES_EVAL + ("eval.probe_every=50",)),
+    # The full grid: 5 seeds, pools of 8192 and 65536 pairs (fresh runs ignore m), both temperatures.
+    "negatives": Sweep(name="negatives", batch_sizes=(1024,), group_sizes=(4, 16, 64, 256, 1024),
+                       seeds=(0, 1, 2, 3, 4), budget="steps", steps=150, num_train=(8192, 65536),
+                       data_modes=("fresh", "pool"), temperatures=(0.07, 0.1), max_microbatch=1024,
+                       overrides=_NEGATIVES_EVAL + ("eval.probe_every=50",)),
+    # BASIC's regime: batch = N (accumulation above 256), fixed steps, fresh pairs: more negatives and
+    # more data together, zero-shot and robustness vs N.
+    "paper-regime": Sweep(name="paper-regime", batch_sizes=(64, 256, 1024, 4096), seeds=(0, 1, 2),
+                          budget="steps", steps=200, data_modes=("fresh",),
+                          overrides=_NEGATIVES_EVAL),
     # Data and model scaling, each crossed with batch size.
     "scaling": Sweep(name="scaling", batch_sizes=(32, 256), samples=1024 * 80,
                      num_train=(2048, 8192), models=("xs", "s", "m"),

@@ -20,11 +20,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jax
 import pandas as pd
 import tqdm
 
 from basic_core import train
-from basic_core.configs import get_config, microbatching
+from basic_core.configs import get_config, loss_group_size, microbatching
 from experiments.presets import MODEL_SIZES, Sweep
 
 
@@ -37,24 +38,36 @@ class Run:
   seed: int
   overrides: tuple[str, ...]
   config_name: str
+  group_size: int = 0  # loss.group_size (0 = the whole batch)
+  data_mode: str = "pool"
+  temperature: float = 0.0  # 0 = learned
 
   def config(self):
     return get_config(self.config_name, self.overrides)
 
   @property
   def run_id(self) -> str:
+    """`model-m<pool>-N<batch>[-G<group>][-fresh][-T<temperature>]-s<seed>-<config hash>`."""
     digest = hashlib.sha1(self.config().to_json().encode()).hexdigest()[:8]
-    return f"{self.model}-m{self.num_train}-N{self.batch_size}-s{self.seed}-{digest}"
+    extra = ((f"-G{self.group_size}" if self.group_size else "")
+             + ("-fresh" if self.data_mode == "fresh" else "")
+             + (f"-T{self.temperature:g}" if self.temperature else ""))
+    pool = "" if self.data_mode == "fresh" else f"-m{self.num_train}"
+    return f"{self.model}{pool}-N{self.batch_size}{extra}-s{self.seed}-{digest}"
 
 
 def plan_runs(sweep: Sweep) -> list[Run]:
   """Every run of the grid, checked before anything starts (bad sizes fail here, not mid-sweep)."""
   runs = []
   base = get_config(sweep.config, sweep.overrides)
-  for model, num_train, batch, seed in itertools.product(sweep.models, sweep.num_train,
-                                                         sweep.batch_sizes, sweep.seeds):
+  # Seeds outermost: a sweep stopped early has every condition for its first seeds (a balanced design).
+  grid = itertools.product(sweep.seeds, sweep.models, sweep.data_modes, sweep.num_train, sweep.temperatures,
+                           sweep.batch_sizes, sweep.group_sizes)
+  for seed, model, mode, num_train, temperature, batch, group in grid:
+    if mode == "fresh" and num_train != sweep.num_train[0]:
+      continue  # a fresh stream has no pool size: one run, not one per m
     m = num_train or base.data.num_train
-    if batch > m:
+    if mode == "pool" and batch > m:
       raise ValueError(f"sweep {sweep.name!r}: contrastive batch {batch} exceeds the {m} training "
                        "pairs (a batch the dataset cannot fill)")
     steps = sweep.steps if sweep.budget == "steps" else max(1, math.ceil(sweep.samples / batch))
@@ -64,8 +77,11 @@ def plan_runs(sweep: Sweep) -> list[Run]:
         f"train.microbatch_size={0 if micro == batch else micro}", f"train.steps={steps}",
         f"optim.warmup_steps={max(1, round(sweep.warmup_frac * steps))}", f"seed={seed}",
         f"train.checkpoint_every={min(steps, base.train.checkpoint_every)}",
-        f"train.log_every={max(1, min(steps // 4, base.train.log_every))}")
-    run = Run(model, m, batch, seed, overrides, sweep.config)
+        f"train.log_every={max(1, min(steps // 4, base.train.log_every))}",
+        f"loss.group_size={group}", f"data.fresh={mode == 'fresh'}")
+    if temperature:
+      overrides += (f"model.temperature_init={temperature}", "model.learn_temperature=False")
+    run = Run(model, m, batch, seed, overrides, sweep.config, group, mode, temperature)
     run.config()  # validates every override now
     runs.append(run)
   return runs
@@ -75,28 +91,49 @@ def is_finished(workdir: Path) -> bool:
   return (workdir / "eval.json").exists()
 
 
-def train_objective(workdir: Path) -> float:
-  """Mean training loss (the run's own batch size, augmentation on) over its last quarter of logs."""
-  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  losses = [r["loss"] for r in records if "lr" in r]
+def _records(workdir: Path) -> list[dict]:
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def logged_train_loss(workdir: Path) -> float:
+  """Mean logged training loss over the last quarter of the run's logs: single batches, augmentation on,
+  weights still moving. A progress indicator, not a measurement at final weights (see eval.json)."""
+  losses = [r["loss"] for r in _records(workdir) if "lr" in r]
   tail = losses[-max(1, len(losses) // 4):]
   return sum(tail) / len(tail)
 
 
 def result_row(run: Run, workdir: Path) -> dict:
-  """The tidy row of a finished run: coordinates, budget, losses, both gaps, every accuracy."""
+  """The tidy row of a finished run: coordinates, budget, and every metric of its final evaluation
+  (final weights, no augmentation, the run's own temperature; basic_core/evaluate.py)."""
   config = run.config()
   evaluation = json.loads((workdir / "eval.json").read_text())
-  objective = train_objective(workdir)
   n = run.batch_size
   row = dict(run_id=run.run_id, model=run.model, num_train=run.num_train, batch_size=n, seed=run.seed,
+             data_mode=run.data_mode, temperature=run.temperature,
              microbatch_size=microbatching(config.train)[0], steps=config.train.steps,
              samples_seen=config.train.steps * n, lr=config.optim.lr,
-             train_objective=objective, train_objective_offset=objective - math.log(n))
+             logged_train_loss=logged_train_loss(workdir))
   row.update({k: v for k, v in evaluation.items() if k != "step"})
-  # Gap 2: estimated infinite-batch held-out loss minus the training objective, both offset by log N.
-  row["gap_population"] = row["heldout_loss_offset_all"] - row["train_objective_offset"]
   return row
+
+
+def probe_rows(run: Run, workdir: Path) -> list[dict]:
+  """The run's along-training probes (eval.probe_every), one tidy row per probe."""
+  coords = dict(run_id=run.run_id, batch_size=run.batch_size, group_size=loss_group_size(run.config()),
+                seed=run.seed, data_mode=run.data_mode, temperature=run.temperature, num_train=run.num_train)
+  return [coords | {k.removeprefix("probe_"): v for k, v in r.items() if k.startswith("probe_")}
+          | dict(step=r["step"], logit_scale=r["logit_scale"])
+          for r in _records(workdir) if any(k.startswith("probe_") for k in r)]
+
+
+def share_compiled_programs(folder: Path) -> None:
+  """JAX's persistent compilation cache for this process and the runs it starts, unless one is set: the
+  runs of a sweep differ in seeds and sizes far more often than in shapes, so most compile once."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
 
 
 def _run_in_process(run: Run, workdir: Path) -> None:
@@ -114,13 +151,21 @@ def _run_subprocess(run: Run, workdir: Path) -> None:
     raise RuntimeError(f"run {run.run_id} failed (exit {proc.returncode}); see {log}")
 
 
-def write_results(runs: list[Run], out: Path) -> pd.DataFrame:
-  """Rebuilds OUT/results.csv from the finished runs of this grid, atomically."""
-  rows = [result_row(r, out / "runs" / r.run_id) for r in runs if is_finished(out / "runs" / r.run_id)]
-  df = pd.DataFrame(rows)
-  tmp = out / "results.csv.tmp"
+def _write_atomically(df: pd.DataFrame, path: Path) -> None:
+  tmp = path.with_suffix(".csv.tmp")
   df.to_csv(tmp, index=False)
-  os.replace(tmp, out / "results.csv")
+  os.replace(tmp, path)
+
+
+def write_results(runs: list[Run], out: Path) -> pd.DataFrame:
+  """Rebuilds OUT/results.csv (and OUT/probes.csv, when runs probe) from the finished runs of this grid,
+  atomically."""
+  done = [r for r in runs if is_finished(out / "runs" / r.run_id)]
+  df = pd.DataFrame([result_row(r, out / "runs" / r.run_id) for r in done])
+  _write_atomically(df, out / "results.csv")
+  probes = [row for r in done for row in probe_rows(r, out / "runs" / r.run_id)]
+  if probes:
+    _write_atomically(pd.DataFrame(probes), out / "probes.csv")
   return df
 
 
@@ -129,6 +174,7 @@ def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, progress: bool = True) 
   out = Path(out)
   runs = plan_runs(sweep)
   (out / "runs").mkdir(parents=True, exist_ok=True)
+  share_compiled_programs(out / "jax-cache")
   (out / "sweep.json").write_text(json.dumps(dataclasses.asdict(sweep), indent=2))
   todo = [r for r in runs if not is_finished(out / "runs" / r.run_id)]
   bar = tqdm.tqdm(total=len(runs), initial=len(runs) - len(todo), desc=f"sweep {sweep.name}",

@@ -23,8 +23,10 @@ from experiments import stats  # noqa: E402
 from paper_figures.axes import log2_batch_axis  # noqa: E402
 
 GAP_LABELS = {
+    "gap_sample": "held-out - trained loss at the run's own batch (final weights)",
     "gap_fixed_eval": "held-out - train loss at fixed eval batch",
-    "gap_population": "est. infinite-batch held-out loss - train objective (offset by log N)",
+    "gap_population": "old: held-out L_inf est. - mean logged train loss, offset by log N "
+                      "(carries the -kappa/N bias)",
 }
 
 

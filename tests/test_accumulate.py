@@ -48,13 +48,16 @@ def _max_rel_err(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("k", [1, 2, 4, 8, 64])
-def test_accumulated_equals_full_batch_with_dropout(k):
+@pytest.mark.parametrize("k,group", [(1, 0), (2, 0), (4, 0), (8, 0), (64, 0), (4, 8), (8, 16)])
+def test_accumulated_equals_full_batch_with_dropout(k, group):
+  """Also with grouped negatives (loss.group_size): the loss still runs once on the cached embeddings,
+  in the original example order, so the groups are the same consecutive pairs as in the naive step."""
   params, batch, key = _toy_params(jax.random.key(0)), _batch(), jax.random.key(7)
+  head_loss = lambda img, txt, p: contrastive_loss(img, txt, jnp.exp(p["log_scale"]), group_size=group)
   loss_ref, grads_ref = jax.jit(
-      lambda p: accumulate.naive_value_and_grad(_embed, _head_loss, p, batch, key))(params)
+      lambda p: accumulate.naive_value_and_grad(_embed, head_loss, p, batch, key))(params)
   loss, grads = jax.jit(lambda p: accumulate.accumulated_value_and_grad(
-      _embed, _head_loss, p, batch, key, k))(params)
+      _embed, head_loss, p, batch, key, k))(params)
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
   assert _max_rel_err(grads, grads_ref) <= 1e-5
   # The temperature gradient is counted once, not K times (OpenCLIP's accumulation multiplies it by K).

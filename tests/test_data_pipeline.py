@@ -8,7 +8,7 @@ import pytest
 
 from basic_core.augment import preprocess
 from basic_core.configs import get_config
-from basic_core.data import eval_suite, get_tokenizer, train_pipeline
+from basic_core.data import eval_suite, get_tokenizer, train_pipeline, trained_pairs
 
 
 def _config(*overrides):
@@ -103,10 +103,6 @@ def test_eval_suite_scenes(tokenizer):
   config = _config()
   suite = eval_suite(config, tokenizer)
   assert suite.heldout["image"].shape == (100, 32, 32, 3) and suite.heldout["text"].shape == (100, 24)
-  assert suite.train_pairs["image"].shape == (100, 32, 32, 3)
-  train_batch = next(train_pipeline(config, tokenizer, batch_size=600))
-  train_texts = {tuple(t) for t in train_batch["text"]}
-  assert all(tuple(t) in train_texts for t in suite.train_pairs["text"])
   assert {t.group for t in suite.tasks} == {"in_distribution", "composition", "robustness"}
   assert all(t.images.shape == (24, 32, 32, 3) for t in suite.tasks)
 
@@ -138,3 +134,45 @@ def test_preprocess_is_keyed():
   plain = np.asarray(preprocess(images))
   np.testing.assert_allclose(plain, images / 127.5 - 1.0, atol=1e-6)
   assert float(np.abs(np.asarray(a) - plain).mean()) < 0.3  # mild: the scene is still there
+
+
+def _served(pipeline, batches: int) -> list[bytes]:
+  """Each served pair as bytes (image and tokens), in order."""
+  out = []
+  for _ in range(batches):
+    batch = next(pipeline)
+    out += [img.tobytes() + txt.tobytes() for img, txt in zip(batch["image"], batch["text"])]
+  return out
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_trained_pairs_are_pairs_the_run_was_served(tokenizer, fresh):
+  pipeline = train_pipeline(_config(f"data.fresh={fresh}"), tokenizer, batch_size=50)
+  served = set(_served(pipeline, 3))
+  trained = trained_pairs(pipeline, 100, tokenizer.encode)
+  keys = [img.tobytes() + txt.tobytes() for img, txt in zip(trained["image"], trained["text"])]
+  assert len(set(keys)) == 100 and set(keys) <= served
+  more = trained_pairs(pipeline, 1000, tokenizer.encode)
+  assert len(more["text"]) == 150  # no more than were served
+
+
+def test_after_a_whole_pass_every_pool_pair_counts_as_trained(tokenizer):
+  pipeline = train_pipeline(_config(), tokenizer, batch_size=300)  # 600 training pairs
+  _served(pipeline, 3)
+  assert len(pipeline.seen_indices(5000)) == 600
+
+
+def test_fresh_stream_never_repeats_and_resumes_bit_identically(tokenizer):
+  config = _config("data.fresh=True")
+  pipeline = train_pipeline(config, tokenizer, batch_size=64)
+  first = _served(pipeline, 2)
+  state = pipeline.get_state()
+  rest = _served(pipeline, 70)  # 4,608 pairs: across a block boundary of the stream
+  assert len(set(first + rest)) == len(first + rest)
+  resumed = train_pipeline(config, tokenizer, batch_size=64)
+  resumed.set_state(state)
+  assert _served(resumed, 70) == rest
+  other_seed = train_pipeline(_config("data.fresh=True", "seed=1"), tokenizer, batch_size=64)
+  assert not set(_served(other_seed, 2)) & set(first)
+  with pytest.raises(ValueError, match="another dataset"):
+    train_pipeline(_config(), tokenizer, batch_size=64).set_state(state)  # a pool is not the stream

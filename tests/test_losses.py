@@ -94,3 +94,52 @@ def test_sigmoid_loss_matches_numpy(tile):
       jnp.asarray(img, jnp.float32), jnp.asarray(txt, jnp.float32), jnp.float32(scale), jnp.float32(bias))
   for a, b in zip(g_dense, g_tiled):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def numpy_grouped(img, txt, scale, g):
+  """Mean over consecutive groups of g pairs of the whole-batch numpy reference, and its gradients."""
+  parts = [numpy_reference(img[i:i + g], txt[i:i + g], scale) for i in range(0, len(img), g)]
+  k = len(parts)
+  loss = sum(p[0] for p in parts) / k
+  d_img = np.concatenate([p[1] for p in parts]) / k
+  d_txt = np.concatenate([p[2] for p in parts]) / k
+  return loss, d_img, d_txt, sum(p[3] for p in parts) / k
+
+
+@pytest.mark.parametrize("g", [2, 8, 32, 64])
+def test_grouped_loss_is_the_mean_of_per_group_losses(g):
+  """G - 1 negatives per positive: value and gradients against an independent float64 reference; with
+  G = N it is the whole-batch loss, and the tiled loss groups the same way."""
+  rng = np.random.default_rng(g)
+  img, txt, scale = _unit(rng, 64, 16), _unit(rng, 64, 16), 1 / 0.07
+  ref = numpy_grouped(img, txt, scale, g)
+  args = (jnp.asarray(img, jnp.float32), jnp.asarray(txt, jnp.float32), jnp.float32(scale))
+  for fn in (lambda i, t, s: contrastive_loss(i, t, s, group_size=g),
+             lambda i, t, s: tiled_contrastive_loss(i, t, s, 4, group_size=g)):
+    loss, grads = jax.value_and_grad(fn, argnums=(0, 1, 2))(*args)
+    np.testing.assert_allclose(loss, ref[0], rtol=2e-5)
+    for got, want in zip(grads, ref[1:]):
+      np.testing.assert_allclose(got, want, rtol=1e-3, atol=5e-6 * np.abs(want).max())
+  if g == 64:
+    np.testing.assert_allclose(contrastive_loss(*args, group_size=g), contrastive_loss(*args), rtol=1e-7)
+  else:
+    assert abs(float(contrastive_loss(*args, group_size=g) - contrastive_loss(*args))) > 1e-3
+
+
+def test_grouped_sigmoid_loss_counts_only_pairs_inside_groups():
+  rng = np.random.default_rng(2)
+  img, txt = _unit(rng, 32, 8), _unit(rng, 32, 8)
+  logits = 10.0 * img @ txt.T - 10.0
+  inside = np.kron(np.eye(4), np.ones((8, 8))).astype(bool)  # 4 groups of 8
+  labels = 2 * np.eye(32) - 1
+  ref = np.sum(np.log1p(np.exp(-labels * logits))[inside]) / 32
+  for tile in (0, 4):
+    got = sigmoid_loss(jnp.asarray(img, jnp.float32), jnp.asarray(txt, jnp.float32), 10.0, -10.0, tile,
+                       group_size=8)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_a_group_size_that_does_not_divide_the_batch_is_refused():
+  x = jnp.ones((12, 4))
+  with pytest.raises(ValueError, match="not divisible by loss group size 5"):
+    contrastive_loss(x, x, jnp.float32(1.0), group_size=5)

@@ -31,6 +31,9 @@ def small_parameters(name: str, tmp: Path) -> dict:
       "03_theory.ipynb": dict(THEORY_DIR=str(tmp / "theory"), OUT=str(tmp / "out"), TRIALS=100),
       "04_memory_and_parallelism.ipynb": dict(MEMORY=str(tmp / "memory.jsonl"), OUT=str(tmp / "out"),
                                               BATCHES=(32, 64), MICROBATCH=16, REMAT=("none",)),
+      "05_negatives.ipynb": dict(RESULTS=str(tmp / "sweep" / "results.csv"), PROBES=str(tmp / "none.csv"),
+                                 OUT=str(tmp / "out"), GROUP_SIZES=(4, 16), STEPS=4,
+                                 OVERRIDES=_SMALL_EVAL + ("eval.num_pairs=256", "data.num_test=256")),
   }[name]
 
 

@@ -156,9 +156,9 @@ def initial():
   return config, built.fns, jax.device_get(built.state)
 
 
-def _train(initial, data, model, rules="tensor", steps=3):
+def _train(initial, data, model, rules="tensor", steps=3, extra=()):
   """Losses, final parameters (NumPy) and the bytes of parameters on device 0 after `steps` steps."""
-  config = _config(f"mesh.data={data}", f"mesh.model={model}", f"mesh.rules={rules!r}", base=SMALL)
+  config = _config(f"mesh.data={data}", f"mesh.model={model}", f"mesh.rules={rules!r}", *extra, base=SMALL)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[: data * model])
   placed = state_lib.build(config, abstract=True, mesh=mesh)  # the trainer's placement, nothing allocated
   state = jax.device_put(initial[2], placed.sharding)
@@ -217,3 +217,13 @@ def test_the_loss_sees_global_negatives(initial, train_on):
   whole = train_on(1, 1)[0][0]
   assert train_on(8, 1)[0][0] == pytest.approx(whole, rel=1e-5)
   assert abs(whole - float(per_device.mean())) > 0.5  # 2 examples per device: log 2 vs log 16 scale
+
+
+def test_grouped_negatives_train_alike_on_one_and_eight_devices(initial, train_on):
+  """loss.group_size=4 (3 negatives per positive) with accumulation and the tiled loss: the groups are
+  the same consecutive pairs whatever the mesh, and differ from the whole-batch loss."""
+  one = _train(initial, 1, 1, extra=("loss.group_size=4",))
+  eight = _train(initial, 8, 1, extra=("loss.group_size=4",))
+  np.testing.assert_allclose(eight[0], one[0], rtol=1e-5)
+  assert _relative(eight[1], one[1]) <= 1e-5
+  assert abs(one[0][0] - train_on(1, 1)[0][0]) > 0.5  # log 4 vs log 16 scale

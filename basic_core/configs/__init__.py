@@ -46,6 +46,12 @@ def renamed(key: str) -> str:
   return MOVED_KEYS.get(key, key)
 
 
+def loss_group_size(config) -> int:
+  """G: how many pairs each contrastive loss sees (G - 1 negatives per positive); loss.group_size = 0
+  means the whole contrastive batch."""
+  return int(config.loss.group_size) or int(config.train.batch_size)
+
+
 def microbatching(train_config) -> tuple[int, int]:
   """(microbatch size M, number of microbatches K = N / M) of a validated config's `train` section.
 
@@ -154,8 +160,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if t.batch_size % micro:
     raise ConfigError(
         f"train.batch_size {t.batch_size} is not divisible by train.microbatch_size {micro}")
-  if config.loss.tile and t.batch_size > config.loss.tile and t.batch_size % config.loss.tile:
-    raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by loss.tile {config.loss.tile}")
+  group = config.loss.group_size or t.batch_size
+  if group < 2 or t.batch_size % group:
+    raise ConfigError(f"loss.group_size must be 0 (the whole batch) or a divisor >= 2 of train.batch_size "
+                      f"{t.batch_size}, got {config.loss.group_size}")
+  tile = config.loss.tile
+  if tile and group > tile and group % tile:
+    raise ConfigError(f"the loss group ({group} pairs) is not divisible by loss.tile {tile}")
+  if config.data.fresh and (config.data.train != "builtin" or config.data.name != "scenes"):
+    raise ConfigError("data.fresh=true needs the built-in scenes (data.train=builtin, data.name=scenes): "
+                      "only procedural data has an unlimited stream of pairs")
   if t.freeze_image not in ("none", "all", "first_k"):
     raise ConfigError(f"train.freeze_image must be none, all or first_k, got {t.freeze_image!r}")
   if config.optim.name not in ("adamw", "adafactorw"):

@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "softmax"  # softmax (CLIP/ALIGN/BASIC) | sigmoid (SigLIP)
   c.loss.tile = 0  # 0 = dense N x N logits; else rows per tile of the streamed loss
+  c.loss.group_size = 0  # 0 = negatives from the whole batch; G = from consecutive groups of G pairs
 
   # --- training -----------------------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()
@@ -85,7 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "scenes"  # scenes (built-in benchmark) | digits (real sklearn digits)
   c.data.train = "builtin"  # builtin | CSV/TSV path | WebDataset shards (list or brace pattern)
-  c.data.num_train = 20000  # training pairs of the built-in sets
+  c.data.num_train = 20000  # training pairs of the built-in sets (the pool m; unused when fresh)
+  c.data.fresh = False  # built-in scenes only: every training pair drawn once, never repeated
   c.data.num_test = 2000  # held-out pairs (same distribution)
   c.data.noise = 0.0  # fraction of captions replaced by another random caption
   c.data.augment = True
@@ -102,6 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256  # FIXED contrastive batch for held-out / train losses (gap compares like)
   c.eval.num_pairs = 1024  # pairs used for held-out loss, train loss at eval batch, retrieval
   c.eval.num_images = 512  # images per zero-shot task
+  c.eval.probe_every = 0  # > 0: every k steps, losses and gaps on a few pairs (metrics.jsonl, probe_*)
+  c.eval.probe_pairs = 2048  # held-out and trained pairs per probe
 
   # --- XLA:CPU tuning: how the step is compiled, never what it computes (no effect on other backends) ---
   c.xla = ml_collections.ConfigDict()

@@ -15,6 +15,7 @@ from basic_core.data import wds
 from basic_core.data.benchmark import ScenesBenchmark
 from basic_core.data.csv_pairs import read_csv
 from basic_core.data.digits import Digits
+from basic_core.data.fresh import FreshPairs
 from basic_core.data.source import EncodedPairs, Source
 
 
@@ -39,7 +40,7 @@ def train_and_test(config, sets: ScenesBenchmark | Digits | None = None) -> tupl
   d = config.data
   if d.train == "builtin":
     sets = sets or builtin(config)
-    return sets.train, sets.test
+    return (FreshPairs(sets, config.seed, d.noise) if d.fresh else sets.train), sets.test
   train = read_pairs(d.train, config)
   if d.test:
     return train, read_pairs(d.test, config)

@@ -1,8 +1,9 @@
 """Training batches in an order fixed by the seeds, resumable exactly, shardable across processes.
 
 Stream position p holds example perm_e[p mod N] with e = p // N and perm_e a permutation drawn from
-(data.seed, seed, e). A global batch is B consecutive positions; process i takes the i-th contiguous
-slice, so the processes' slices concatenate to the single-process batch. A sample that cannot be
+(data.seed, seed, e); from an unlimited source (the fresh stream, data/fresh.py) it holds pair p. A
+global batch is B consecutive positions; process i takes the i-th contiguous slice, so the processes'
+slices concatenate to the single-process batch. A sample that cannot be
 decoded is replaced by substitutes drawn from (seeds, its position, attempt): every process, and a
 resumed run, makes the same choice without coordination. The state is the next position and the
 skip count, so a resumed run sees bit-identical batches. One batch is prepared ahead in a thread.
@@ -29,7 +30,8 @@ class Pipeline:
                process_index: int = 0, process_count: int = 1):
     if batch_size % process_count:
       raise ValueError(f"batch size {batch_size} is not divisible by process_count {process_count}")
-    if batch_size > len(source):
+    self.unlimited = getattr(source, "unlimited", False)
+    if not self.unlimited and batch_size > len(source):
       raise ValueError(f"batch size {batch_size} is a batch size the dataset cannot fill: "
                        f"it has {len(source)} training pairs")
     self.source, self._tokenize, self._seeds = source, tokenize, tuple(int(s) for s in seeds)
@@ -60,14 +62,45 @@ class Pipeline:
 
   def get_state(self) -> dict:
     return dict(version=_STATE_VERSION, position=self._position, skipped_samples=self.skipped_samples,
-                num_examples=len(self.source), seeds=list(self._seeds))
+                num_examples=self._num_examples, seeds=list(self._seeds))
 
   def set_state(self, state: dict) -> None:
-    expected = (_STATE_VERSION, len(self.source), list(self._seeds))
+    expected = (_STATE_VERSION, self._num_examples, list(self._seeds))
     if (state.get("version"), state.get("num_examples"), state.get("seeds")) != expected:
       raise ValueError(f"data state {state} was saved for another dataset or seed "
-                       f"(this one: {len(self.source)} examples, seeds {list(self._seeds)})")
+                       f"(this one: {self._num_examples or 'an unlimited stream of'} examples, "
+                       f"seeds {list(self._seeds)})")
     self._position, self.skipped_samples = int(state["position"]), int(state["skipped_samples"])
+
+  @property
+  def position(self) -> int:
+    """Stream positions consumed so far (pairs seen, over all processes)."""
+    return self._position
+
+  @property
+  def _num_examples(self) -> int | None:
+    return None if self.unlimited else len(self.source)
+
+  def indices(self, positions: np.ndarray) -> np.ndarray:
+    """Source indices of stream positions (before any substitution of undecodable samples)."""
+    positions = np.asarray(positions, np.int64)
+    if self.unlimited:
+      return positions
+    epochs, offsets = np.divmod(positions, len(self.source))
+    idx = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+      idx[epochs == epoch] = self._permutation(int(epoch))[offsets[epochs == epoch]]
+    return idx
+
+  def seen_indices(self, n: int, upto: int | None = None) -> np.ndarray:
+    """Up to n distinct source indices among the pairs at stream positions [0, upto) (default: seen so
+    far), chosen at random but fixed by the seeds: the training pairs a run actually trained on."""
+    upto = self._position if upto is None else upto
+    rng = np.random.default_rng([*self._seeds, zlib.crc32(b"seen")])
+    if not self.unlimited and upto >= len(self.source):  # every pair of the pool was seen
+      return np.sort(rng.permutation(len(self.source))[:n])
+    positions = rng.permutation(upto)[:n] if upto <= 1 << 24 else np.unique(rng.integers(upto, size=n))
+    return np.sort(self.indices(positions))  # distinct: positions within one pass of the pool
 
   def close(self) -> None:
     self._executor.shutdown(wait=True, cancel_futures=True)
@@ -88,12 +121,8 @@ class Pipeline:
 
   def _make(self, position: int) -> tuple[dict[str, np.ndarray], int]:
     """This process's slice of the global batch at `position`, and how many samples it skipped."""
-    n = len(self.source)
     positions = position + self._offset + np.arange(self.local_batch_size)
-    epochs, offsets = np.divmod(positions, n)
-    idx = np.empty_like(positions)
-    for epoch in np.unique(epochs):
-      idx[epochs == epoch] = self._permutation(int(epoch))[offsets[epochs == epoch]]
+    idx = self.indices(positions)
     loaded = self.source.load(idx)
     images, captions, labels = loaded.images_NxHxWx3, loaded.captions, loaded.labels_N
     failures, skipped, attempt = loaded.failures, 0, 0

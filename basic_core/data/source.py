@@ -106,7 +106,12 @@ class EncodedPairs:
 
 def first_pairs(source: Source, n: int, tokenize: Callable[[list[str]], np.ndarray]) -> dict:
   """The usable pairs among the first n of a source, as model inputs: dict(image, text)."""
-  loaded = source.load(np.arange(min(n, len(source))))
+  return pairs(source, np.arange(min(n, len(source))), tokenize)
+
+
+def pairs(source: Source, idx: np.ndarray, tokenize: Callable[[list[str]], np.ndarray]) -> dict:
+  """The usable pairs among `idx` of a source, as model inputs: dict(image, text)."""
+  loaded = source.load(idx)
   bad = {row for row, _, _ in loaded.failures}
   keep = [row for row in range(len(loaded.captions)) if row not in bad]
   return dict(image=loaded.images_NxHxWx3[keep], text=tokenize([loaded.captions[r] for r in keep]))

@@ -1,8 +1,9 @@
-"""`eval_suite`: held-out pairs, an equal number of training pairs, and the zero-shot tasks.
+"""What evaluation reads: held-out pairs and zero-shot tasks (`eval_suite`), and pairs the run trained on
+(`trained_pairs`).
 
-The training pairs let the trainer measure train loss at the same fixed eval batch as held-out loss,
-so the generalisation gap compares like with like. Tasks come from data.name's built-in set, plus a
-task from data.eval_folder when it is set.
+Trained pairs are drawn from the pipeline's own history (`Pipeline.seen_indices`), so a gap compares
+held-out pairs with pairs the model actually saw, whatever the pool size, batch or number of steps.
+Tasks come from data.name's built-in set, plus a task from data.eval_folder when it is set.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import dataclasses
 from basic_core.data import digits as digits_lib
 from basic_core.data.datasets import builtin, train_and_test
 from basic_core.data.image_folder import folder_task
-from basic_core.data.source import first_pairs
+from basic_core.data.source import first_pairs, pairs
 from basic_core.data.tasks import ZeroShotTask, scene_tasks
 
 
 @dataclasses.dataclass
 class EvalSuite:
   heldout: dict  # image uint8 [n, H, W, 3], text int32 [n, L]
-  train_pairs: dict  # the same for n training pairs
   tasks: list[ZeroShotTask]
 
 
@@ -31,10 +31,14 @@ def _digit_task(sets: digits_lib.Digits, n: int) -> ZeroShotTask:
 
 def eval_suite(config, tokenizer) -> EvalSuite:
   sets, n = builtin(config), config.eval.num_images
-  train, test = train_and_test(config, sets)
+  _, test = train_and_test(config, sets)
   heldout = first_pairs(test, min(config.data.num_test, config.eval.num_pairs), tokenizer.encode)
-  train_pairs = first_pairs(train, len(heldout["text"]), tokenizer.encode)
   tasks = [_digit_task(sets, n)] if isinstance(sets, digits_lib.Digits) else scene_tasks(sets, n)
   if config.data.eval_folder:
     tasks.append(folder_task(config.data.eval_folder, config.model.image.image_size, n, config.data.seed))
-  return EvalSuite(heldout=heldout, train_pairs=train_pairs, tasks=tasks)
+  return EvalSuite(heldout=heldout, tasks=tasks)
+
+
+def trained_pairs(pipeline, n: int, tokenize) -> dict:
+  """Up to n distinct pairs among those the pipeline has served so far, as model inputs."""
+  return pairs(pipeline.source, pipeline.seen_indices(n), tokenize)

@@ -1,0 +1,118 @@
+"""Analysis of the negatives sweeps (G = pairs per softmax at a fixed optimizer batch): numbers first,
+then verdict sentences generated from their intervals. numpy / pandas / scipy only (no JAX).
+
+Per group of runs (data mode x temperature):
+- `slope_per_doubling`: metric = a_seed + b log2 G + noise, one intercept per seed (runs sharing a seed
+  share data order and initialisation across G: a paired design, so b is estimated from within-seed
+  differences), b with its 95% t interval;
+- `iso_fit_slopes`: the same slope for gap_sample read along training (probes.csv) at matched fit, the
+  trained pairs' infinite-batch loss estimate (`train_loss_offset_all`, comparable across G), linearly
+  interpolated per run;
+- `bias_check`: the measured objective bias (held-out loss at G - log G - L_n estimate) against
+  theory's first-order kappa (1/G - 1/n): slope of measured on predicted (1 = agreement).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from experiments import stats
+
+GROUPS = ("data_mode", "temperature")
+SLOPE_METRICS = ("gap_sample", "gap_offset_all", "gap_fixed_eval", "bias", "heldout_loss_offset_all",
+                 "zeroshot_mean_top1")
+CONCLUSIVE_HALF_WIDTH = 0.01  # nats per doubling of G: the pilot's target precision
+
+
+def slope_per_doubling(df: pd.DataFrame, metric: str, level: float = 0.95) -> dict:
+  """b in metric = a_seed + b log2(group_size): estimate, 95% interval, and a verdict."""
+  d = df[["seed", "group_size", metric]].dropna()
+  seeds = np.unique(d["seed"], return_inverse=True)[1]
+  design = np.column_stack([np.eye(seeds.max() + 1)[seeds], np.log2(d["group_size"].to_numpy(float))])
+  fit = stats.least_squares(design, d[metric].to_numpy(float), level=level)
+  slope, se, (lo, hi) = stats.combination(fit, np.eye(design.shape[1])[-1])
+  return dict(metric=metric, slope=slope, se=se, ci_low=lo, ci_high=hi, runs=len(d),
+              seeds=int(seeds.max() + 1), group_sizes=sorted(d["group_size"].unique().tolist()),
+              verdict=verdict(metric, slope, lo, hi))
+
+
+def verdict(metric: str, slope: float, lo: float, hi: float) -> str:
+  """A sentence that says no more than the interval does."""
+  span = f"{slope:+.4f} per doubling of G (95% CI {lo:+.4f} to {hi:+.4f})"
+  if hi < 0:
+    return f"{metric} shrinks as the negatives double: {span}"
+  if lo > 0:
+    return f"{metric} grows as the negatives double: {span}"
+  if hi - lo <= 2 * CONCLUSIVE_HALF_WIDTH:
+    return f"{metric} does not change with G by more than {max(-lo, hi):.3f} nats per doubling: {span}"
+  return f"not shown either way for {metric} (interval too wide): {span}"
+
+
+def iso_fit_slopes(probes: pd.DataFrame, levels: int = 5, metric: str = "gap_sample") -> list[dict]:
+  """Slope per doubling of G of `metric` at matched training fit, per group and fit level.
+
+  Fit levels are spread over the range of `train_loss_offset_all` that every run of the group passes
+  through; each run's metric is interpolated there (probes are in step order; the fit measure falls
+  with training, so it is sorted before interpolating).
+  """
+  out = []
+  for keys, group in probes.groupby(list(GROUPS)):
+    runs = [r.sort_values("train_loss_offset_all") for _, r in group.groupby("run_id") if len(r) >= 2]
+    if len(runs) < 2:
+      continue
+    low = max(r["train_loss_offset_all"].min() for r in runs)
+    high = min(r["train_loss_offset_all"].max() for r in runs)
+    if not low < high:
+      continue
+    for fit_level in np.linspace(low, high, levels):
+      rows = [dict(seed=r["seed"].iloc[0], group_size=r["group_size"].iloc[0],
+                   value=np.interp(fit_level, r["train_loss_offset_all"], r[metric])) for r in runs]
+      slope = slope_per_doubling(pd.DataFrame(rows).rename(columns={"value": metric}), metric)
+      out.append(dict(zip(GROUPS, keys), train_loss_offset_all=float(fit_level), **slope))
+  return out
+
+
+def bias_check(df: pd.DataFrame) -> dict:
+  """measured bias = a + b * bias_predicted over all runs of a group (b = 1: theory's first order)."""
+  d = df[["bias", "bias_predicted", "group_size"]].dropna()
+  fit = stats.line_fit(d["bias_predicted"], d["bias"])
+  per_g = d.groupby("group_size").agg(bias=("bias", "mean"), bias_predicted=("bias_predicted", "mean"))
+  return dict(slope=fit["slope"], slope_ci=fit["slope_ci"], intercept=fit["intercept"],
+              intercept_ci=fit["intercept_ci"], per_group_size=per_g.reset_index().to_dict("list"))
+
+
+def summarize(results: pd.DataFrame, probes: pd.DataFrame | None = None) -> dict:
+  """Every number of the analysis, per data mode and temperature, and the verdict sentences."""
+  df = stats.add_means(results)
+  groups = []
+  for keys, group in df.groupby(list(GROUPS)):
+    slopes = {m: slope_per_doubling(group, m) for m in SLOPE_METRICS if m in group}
+    groups.append(dict(zip(GROUPS, keys), runs=len(group), slopes=slopes, bias_check=bias_check(group)))
+  iso = iso_fit_slopes(probes) if probes is not None and len(probes) else []
+  sentences = []
+  for g in groups:
+    where = f"{g['data_mode']}, temperature {g['temperature']:g}"
+    sentences.append(f"{where}: {g['slopes']['gap_sample']['verdict']}")
+    matched = [i for i in iso if (i["data_mode"], i["temperature"]) == (g["data_mode"], g["temperature"])]
+    if matched:  # the best fit every run of the group reached
+      best = min(matched, key=lambda i: i["train_loss_offset_all"])
+      sentences.append(f"{where}, at matched fit (trained pairs' L_inf estimate "
+                       f"{best['train_loss_offset_all']:.3f}): {best['verdict']}")
+    check = g["bias_check"]
+    sentences.append(f"{where}: measured objective bias = {check['intercept']:+.4f} + "
+                     f"{check['slope']:.3f} x kappa (1/G - 1/n) (95% CI of the factor "
+                     f"{check['slope_ci'][0]:.3f} to {check['slope_ci'][1]:.3f}; 1 = theory's first order)")
+  return dict(runs=len(df), groups=groups, iso_fit=iso, verdicts=sentences)
+
+
+def gap_sample_slopes(summary: dict) -> dict:
+  """{data_mode: {temperature: slope of gap_sample per doubling of G, with its interval}}: the
+  headline numbers of the pilot's summary file."""
+  out: dict = {}
+  for g in summary["groups"]:
+    s = g["slopes"]["gap_sample"]
+    out.setdefault(g["data_mode"], {})[f"{g['temperature']:g}"] = dict(
+        slope=s["slope"], ci_low=s["ci_low"], ci_high=s["ci_high"],
+        half_width=(s["ci_high"] - s["ci_low"]) / 2)
+  return out

@@ -25,8 +25,8 @@ from paper_figures.axes import log2_batch_axis  # noqa: E402
 GAP_LABELS = {
     "gap_sample": "held-out - trained loss at the run's own batch (final weights)",
     "gap_fixed_eval": "held-out - train loss at fixed eval batch",
-    "gap_population": "old: held-out L_inf est. - mean logged train loss, offset by log N "
-                      "(carries the -kappa/N bias)",
+    "gap_population": ("held-out L_inf est. - logged train loss + log N\n"
+                       "(old design: carries the -kappa/N bias)"),
 }
 
 

@@ -111,9 +111,7 @@ def report_negatives(df: pd.DataFrame, out: Path, *, figures: bool) -> int:
   """summary.json, the verdicts and the figures of a sweep over loss group sizes G."""
   probes_csv = out / "probes.csv"
   probes = pd.read_csv(probes_csv) if probes_csv.exists() else None
-  summary = negatives.summarize(df, probes)
-  summary["gap_sample_per_doubling"] = negatives.gap_sample_slopes(summary)
-  (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+  summary = negatives.write_summary(df, probes, out / "summary.json")
   for sentence in summary["verdicts"]:
     print(sentence)
   if figures:

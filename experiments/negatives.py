@@ -1,6 +1,10 @@
 """Analysis of the negatives sweeps (G = pairs per softmax at a fixed optimizer batch): numbers first,
 then verdict sentences generated from their intervals. numpy / pandas / scipy only (no JAX).
 
+    python -m experiments.negatives --results paper_figures/data/negatives_pilot.csv \
+        --probes paper_figures/data/negatives_pilot_probes.csv \
+        --summary paper_figures/data/negatives_pilot_summary.json   # the README's table and verdicts
+
 Per group of runs (data mode x temperature):
 - `slope_per_doubling`: metric = a_seed + b log2 G + noise, one intercept per seed (runs sharing a seed
   share data order and initialisation across G: a paired design, so b is estimated from within-seed
@@ -13,6 +17,10 @@ Per group of runs (data mode x temperature):
 """
 
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,3 +124,46 @@ def gap_sample_slopes(summary: dict) -> dict:
         slope=s["slope"], ci_low=s["ci_low"], ci_high=s["ci_high"],
         half_width=(s["ci_high"] - s["ci_low"]) / 2)
   return out
+
+
+TABLE_METRICS = ("gap_sample", "gap_offset_all", "bias", "bias_predicted", "heldout_loss_offset_all",
+                 "zeroshot_mean_top1")
+
+
+def means_table(results: pd.DataFrame) -> str:
+  """Markdown: per data mode, temperature and G, the mean over seeds of each headline metric."""
+  df = stats.add_means(results)
+  cols = [m for m in TABLE_METRICS if m in df]
+  table = df.groupby(["data_mode", "temperature", "group_size"])[cols].mean().reset_index()
+  lines = ["| data | temperature | G | " + " | ".join(cols) + " |", "|---" * (3 + len(cols)) + "|"]
+  for _, r in table.iterrows():
+    values = " | ".join(f"{r[c]:.4f}" for c in cols)
+    lines.append(f"| {r['data_mode']} | {r['temperature']:g} | {int(r['group_size'])} | {values} |")
+  return "\n".join(lines)
+
+
+def write_summary(results: pd.DataFrame, probes: pd.DataFrame | None, path: Path) -> dict:
+  summary = summarize(results, probes)
+  summary["gap_sample_per_doubling"] = gap_sample_slopes(summary)
+  path.write_text(json.dumps(summary, indent=2, default=float))
+  return summary
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--results", required=True, type=Path, help="a negatives sweep's results.csv")
+  parser.add_argument("--probes", type=Path, help="its probes.csv")
+  parser.add_argument("--summary", type=Path, help="write the summary JSON here")
+  args = parser.parse_args(argv)
+  results = pd.read_csv(args.results)
+  probes = pd.read_csv(args.probes) if args.probes and args.probes.exists() else None
+  summary = write_summary(results, probes, args.summary) if args.summary else summarize(results, probes)
+  print(means_table(results))
+  print()
+  for sentence in summary["verdicts"]:
+    print(f"- {sentence}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Zero-shot classification, image-text retrieval, and contrastive losses at a FIXED evaluation batch.
+"""Zero-shot classification, image-text retrieval, and contrastive losses of held-out and trained pairs.
 
     python -m basic_core.evaluate --workdir runs/tiny [--json]
 
@@ -6,11 +6,11 @@ Zero-shot follows CLIP's protocol: each class name is put into every prompt temp
 text embeddings are averaged over templates and re-normalised (prompt ensembling), and an image is
 assigned the class of highest cosine similarity.
 
-A contrastive loss depends on its batch size (it is log N at chance), so losses of runs trained at
-different batch sizes are only comparable at one evaluation batch size: `eval.batch_size` chunks the
-held-out pairs and a fixed subset of training pairs alike, with the model's own temperature. Their
-difference is the generalization gap the batch-size sweeps measure (big_vision's contrastive evaluator
-warns "DON'T COMPARE ACROSS RUNS" for exactly this reason).
+A contrastive loss depends on its batch size (it is log N at chance), so a gap compares held-out pairs
+with pairs the run trained on at the SAME batch: the fixed `eval.batch_size` (comparable across runs;
+big_vision's contrastive evaluator warns "DON'T COMPARE ACROSS RUNS" otherwise), the run's own loss
+group G (its training objective), and all pairs as one batch (the infinite-batch estimate); all at the
+final weights, without augmentation, with the model's own temperature (`contrastive_metrics`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from `fold_in(key(seed), step)`. SIGTERM / SIGINT save a checkpoint before exiti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from basic_core import checkpoint, data, distributed, evaluate, hostmem, optim, 
 from basic_core import state as state_lib
 from basic_core import step as step_lib
 from basic_core.configs import ConfigError, get_config, loss_group_size, microbatching
+from basic_core.workdir_lock import WorkdirLocked, hold_workdir
 
 
 class TrainingError(RuntimeError):
@@ -111,6 +113,13 @@ def train(config, workdir: Path) -> dict:
   tokenizer = data.get_tokenizer(config.data, config.model.text.context)
   check_tokenizer(tokenizer, config.model)
   ts = state_lib.build(config, mesh=mesh)
+  # One writer: process 0 holds the workdir's lock for the whole run (a second trainer stops at once).
+  with hold_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _run(config, workdir, ts, tokenizer, mesh, k)
+
+
+def _run(config, workdir: Path, ts: state_lib.TrainState, tokenizer, mesh, k: int) -> dict:
+  """Phases 1 to 3 of `train`, in a workdir this process may write."""
   fns, tx, state = ts.fns, ts.tx, ts.state
   if jax.process_index() == 0:  # one writer (processes would race)
     checkpoint.check_config(workdir, config)
@@ -248,7 +257,7 @@ def main(argv=None) -> int:
     config = get_config(args.config, overrides)
     results = train(config, args.workdir)
   except (ConfigError, checkpoint.CheckpointError, sharding.ShardingError, TrainingError, ValueError,
-          OSError) as e:  # bad input: one clear line (BASIC_TRACEBACK=1 shows the traceback)
+          OSError, WorkdirLocked) as e:  # bad input: one line (BASIC_TRACEBACK=1 shows the traceback)
     if os.environ.get("BASIC_TRACEBACK"):
       raise
     print(f"error: {e}", file=sys.stderr)

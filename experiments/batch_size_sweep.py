@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from basic_core.workdir_lock import WorkdirLocked
 from experiments import negatives, stats
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
       if value:
         sweep = dataclasses.replace(sweep, **{field: tuple(int(x) for x in value.split(","))})
     df = run_sweep(sweep, args.out, jobs=args.jobs, progress=not args.quiet)
-  except ValueError as e:
+  except (ValueError, WorkdirLocked) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if len(sweep.group_sizes) > 1:

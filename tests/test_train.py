@@ -16,6 +16,7 @@ import pytest
 from basic_core import checkpoint, data, train
 from basic_core import state as state_lib
 from basic_core.configs import ConfigError, get_config
+from basic_core.workdir_lock import WorkdirLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small, quick variant of `tiny` for tests that only check plumbing.
@@ -74,6 +75,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   deadline = time.time() + 120
   while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
     time.sleep(0.2)
+  with pytest.raises(WorkdirLocked, match=f"pid {proc.pid}"):  # one writer per workdir
+    train.train(get_config("tiny", QUICK + ["train.steps=40"]), interrupted)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 128 + signal.SIGTERM, err

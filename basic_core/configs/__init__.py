@@ -160,7 +160,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if t.batch_size % micro:
     raise ConfigError(
         f"train.batch_size {t.batch_size} is not divisible by train.microbatch_size {micro}")
-  group = config.loss.group_size or t.batch_size
+  group = loss_group_size(config)
   if group < 2 or t.batch_size % group:
     raise ConfigError(f"loss.group_size must be 0 (the whole batch) or a divisor >= 2 of train.batch_size "
                       f"{t.batch_size}, got {config.loss.group_size}")

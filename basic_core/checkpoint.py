@@ -72,8 +72,8 @@ class Checkpointer:
   def __init__(self, workdir: Path, keep: int):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options,
-                                         item_names=("state", "meta"))
+    self.directory = Path(workdir).absolute() / "checkpoints"
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -92,6 +92,43 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                               meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
+
+  def restore_latest(self, abstract_state, log=print) -> tuple[int, Any, dict] | None:
+    """(step, state, meta) of the newest checkpoint that restores; None when there is none.
+
+    Damaged newer checkpoints (unreadable array data or metadata, missing files) are reported one line
+    each and, once an intact one is found, moved aside to `checkpoints/damaged-<step>` (never deleted),
+    so the run continues from the intact one and later saves do not collide with them. If none is
+    intact, CheckpointError, and nothing is moved.
+    """
+    damaged = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(abstract_state, step)
+      except Exception as e:  # orbax, tensorstore and json raise many types for damaged files
+        reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        damaged.append(step)
+        log(f"checkpoint step {step} ({self.directory / str(step)}) is damaged ({reason})")
+        continue
+      for bad in damaged:
+        log(f"moved damaged checkpoint step {bad} to {self._move_aside(bad)}; resuming from step {step}")
+      if damaged:
+        self.manager.reload()
+      return step, state, meta
+    if damaged:
+      raise CheckpointError(f"no intact checkpoint in {self.directory} (damaged: steps "
+                            f"{', '.join(map(str, damaged))}); nothing was moved or deleted")
+    return None
+
+  def _move_aside(self, step: int) -> Path:
+    target = self.directory / f"damaged-{step}"
+    k = 1
+    while target.exists():
+      k += 1
+      target = self.directory / f"damaged-{step}-{k}"
+    if jax.process_index() == 0:
+      (self.directory / str(step)).rename(target)
+    return target
 
   def close(self) -> None:
     self.manager.close()

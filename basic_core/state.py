@@ -64,15 +64,19 @@ def workdir_config(workdir: Path):
 
 
 def restore(workdir: Path, step: int | None = None) -> tuple[Any, TrainState, dict, int]:
-  """(config, restored TrainState, checkpoint meta, step) of a workdir's checkpoint (default: latest)."""
+  """(config, restored TrainState, checkpoint meta, step) of a workdir's checkpoint `step`, or of its
+  newest intact one (damaged newer ones are set aside: `Checkpointer.restore_latest`)."""
   config = workdir_config(workdir)
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
     abstract = build(config, abstract=True, mesh=sharding.make_mesh(config.mesh))
-    state, meta = ckpt.restore(abstract.state, step)
+    if step is None:
+      restored = ckpt.restore_latest(abstract.state)
+      if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
+      step, state, meta = restored
+    else:
+      state, meta = ckpt.restore(abstract.state, step)
   finally:
     ckpt.close()
   return config, dataclasses.replace(abstract, state=state), meta, step

@@ -127,10 +127,10 @@ def _run(config, workdir: Path, ts: state_lib.TrainState, tokenizer, mesh, k: in
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
 
   # ---- Phase 1: resume, or pretrain the image tower (BASIC's supervised phase) ---------------------
-  start = ckpt.latest_step()
+  restored = ckpt.restore_latest(state, log=lambda line: print(line, file=sys.stderr))
   meta = None
-  if start is not None:  # the checkpoint's tokenizer and data position, not today's files
-    state, meta = ckpt.restore(state)
+  if restored is not None:  # the checkpoint's tokenizer and data position, not today's files
+    start, state, meta = restored
     tokenizer = data.tokenizer_from_json(meta["tokenizer"])
   pipeline = data.train_pipeline(config, tokenizer, process_index=jax.process_index(),
                                  process_count=jax.process_count())

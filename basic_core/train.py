@@ -86,6 +86,15 @@ def check_tokenizer(tokenizer, model_config) -> None:
                       f"{model_config.text.vocab_size}")
 
 
+def check_evaluable(config, suite) -> None:
+  """Refuses, before any training, a run whose final evaluation could not run: fewer usable held-out
+  pairs (damaged samples are skipped) than the fixed evaluation batch."""
+  n = len(suite.heldout["text"])
+  if n < config.eval.batch_size:
+    raise ConfigError(f"only {n} usable held-out pairs for eval.batch_size={config.eval.batch_size}: lower "
+                      "eval.batch_size, or give more held-out pairs (data.test / data.num_test)")
+
+
 def _log_record(step: int, metrics: dict, config, lr_fn, seconds: float, steps: int, skipped: int):
   batch = config.train.batch_size
   micro, _ = microbatching(config.train)
@@ -112,6 +121,7 @@ def train(config, workdir: Path) -> dict:
   sharding.check_batch(mesh, config.train.batch_size, micro)
   tokenizer = data.get_tokenizer(config.data, config.model.text.context)
   check_tokenizer(tokenizer, config.model)
+  check_evaluable(config, _eval_suite(config, tokenizer))
   ts = state_lib.build(config, mesh=mesh)
   # One writer: process 0 holds the workdir's lock for the whole run (a second trainer stops at once).
   with hold_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():

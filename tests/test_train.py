@@ -161,6 +161,14 @@ def test_config_errors_name_the_key():
     get_config("tiny", ["model.dense_grad=autodiff"])
   with pytest.raises(ConfigError, match="xla.cpu_scheduler must be one of"):
     get_config("tiny", ["xla.cpu_scheduler=fast"])
+  with pytest.raises(ConfigError, match="train.steps must be positive, got -5"):
+    get_config("tiny", ["train.steps=-5"])
+
+
+def test_a_run_that_could_not_be_evaluated_is_refused_before_training(tmp_path):
+  with pytest.raises(ConfigError, match="only 256 usable held-out pairs for eval.batch_size=512"):
+    train.train(get_config("tiny", QUICK + ["eval.batch_size=512"]), tmp_path / "run")
+  assert not (tmp_path / "run").exists()
 
 
 def _damage_array(step_dir: Path) -> None:

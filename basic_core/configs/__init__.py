@@ -151,8 +151,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
   if config.loss.kind not in ("softmax", "sigmoid"):
     raise ConfigError(f"loss.kind must be 'softmax' or 'sigmoid', got {config.loss.kind!r}")
-  if t.batch_size <= 0:
-    raise ConfigError(f"train.batch_size must be positive, got {t.batch_size}")
+  for key in ("batch_size", "steps", "log_every", "checkpoint_every"):
+    if t[key] <= 0:
+      raise ConfigError(f"train.{key} must be positive, got {t[key]}")
   if t.microbatch_size < 0:
     raise ConfigError(f"train.microbatch_size must be 0 (no accumulation) or positive, "
                       f"got {t.microbatch_size}")

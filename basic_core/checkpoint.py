@@ -10,6 +10,7 @@ workdir is refused (`check_config`) instead of silently mixing two runs.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,24 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, meta: dict) -> None:
+    """Writes step `step`; a failed write (disk full, file size limit, ...) removes its partial files and
+    raises CheckpointError saying that the previous checkpoint is intact and a re-run resumes from it."""
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)))
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)))
+      self.manager.wait_until_finished()
+    except Exception as e:  # orbax / tensorstore report a full disk as ValueError, OSError, ...
+      if jax.process_index() == 0:
+        for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+          shutil.rmtree(partial, ignore_errors=True)
+      previous = self.latest_step()
+      kept = (f"the last complete checkpoint (step {previous}) is intact" if previous is not None
+              else "no earlier checkpoint exists")
+      reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+      raise CheckpointError(f"could not write the checkpoint of step {step} in {self.directory} "
+                            f"({reason}); {kept}. Free space and re-run the same command to resume.") from e
 
   def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict]:
     """Restores into the structure and shardings of `abstract_state` (e.g. from `jax.eval_shape`)."""

@@ -199,3 +199,25 @@ def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_exactly(tmp_path,
   with pytest.raises(checkpoint.CheckpointError, match="no intact checkpoint.*nothing was moved"):
     train.train(config, run)
   assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20", "damaged-20", "damaged-20-2"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a tmpfs")
+def test_a_full_disk_keeps_the_last_checkpoint_and_the_rerun_resumes(tmp_path):
+  """A 6 MB tmpfs holds two checkpoints of this run (about 2.9 MB each): the third write fails, its
+  partial files are removed, the run stops naming the intact checkpoint; with space, the re-run resumes."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)]).returncode:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    keep = "train.keep_checkpoints=5"
+    proc = _cli(disk / "run", keep)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert "could not write the checkpoint of step 20" in err and "(step 10) is intact" in err, err
+    assert sorted(p.name for p in (disk / "run" / "checkpoints").iterdir()) == ["0", "10"]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    assert _cli(disk / "run", keep).wait() == 0
+    assert checkpoint.Checkpointer(disk / "run", 5).latest_step() == 40
+  finally:
+    subprocess.run(["umount", "-l", str(disk)])

@@ -47,8 +47,8 @@ def test_verdicts_say_what_the_interval_says(slope, noise, start):
 def test_bias_check_and_summary():
   summary = negatives.summarize(synthetic(-0.01, 0.002))
   for group in summary["groups"]:
-    check = group["bias_check"]
-    assert check["slope"] == pytest.approx(1.0)  # bias = predicted + kappa / 8192
+    ratios = [r["ratio"] for r in group["bias_check"]["per_group_size"]]
+    assert ratios == pytest.approx([1 / (1 - g / 8192) for g in GROUPS])  # bias = predicted + kappa / 8192
   slopes = negatives.gap_sample_slopes(summary)
   assert set(slopes) == {"fresh", "pool"} and slopes["pool"]["0.07"]["half_width"] < 0.01
 

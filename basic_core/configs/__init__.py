@@ -118,6 +118,39 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
       node[leaf] = value
 
 
+POSITIVE = ("train.batch_size", "train.steps", "train.log_every", "train.checkpoint_every",
+            "train.keep_checkpoints", "model.embed_dim", "model.temperature_init", "model.max_logit_scale",
+            "model.text.width", "model.text.layers", "model.text.heads", "model.text.context",
+            "model.text.vocab_size", "model.image.image_size", "optim.lr", "eval.batch_size",
+            "eval.num_pairs", "eval.num_images", "eval.probe_pairs", "data.num_train", "data.num_test",
+            "pretrain.batch_size")
+NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.clip_norm", "train.eval_every",
+                "train.freeze_image_steps", "pretrain.steps", "eval.probe_every", "loss.tile",
+                "loss.group_size")
+FRACTIONS = {"model.dropout": "[0, 1)", "data.noise": "[0, 1]", "optim.end_lr_frac": "[0, 1]"}
+
+
+def _value(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def _check_numbers(config) -> None:
+  """Sizes, counts and rates that make no sense stop here, naming the key (`--steps -5` included)."""
+  for key in POSITIVE:
+    if _value(config, key) <= 0:
+      raise ConfigError(f"{key} must be positive, got {_value(config, key)}")
+  for key in NON_NEGATIVE:
+    if _value(config, key) < 0:
+      raise ConfigError(f"{key} must be >= 0, got {_value(config, key)}")
+  for key, interval in FRACTIONS.items():
+    v = _value(config, key)
+    if not (0 <= v < 1 if interval.endswith(")") else 0 <= v <= 1):
+      raise ConfigError(f"{key} must be in {interval}, got {v}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects impossible sizes with one message naming the problem."""
   m, t = config.model, config.train
@@ -151,9 +184,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
   if config.loss.kind not in ("softmax", "sigmoid"):
     raise ConfigError(f"loss.kind must be 'softmax' or 'sigmoid', got {config.loss.kind!r}")
-  for key in ("batch_size", "steps", "log_every", "checkpoint_every"):
-    if t[key] <= 0:
-      raise ConfigError(f"train.{key} must be positive, got {t[key]}")
+  _check_numbers(config)
   if t.microbatch_size < 0:
     raise ConfigError(f"train.microbatch_size must be 0 (no accumulation) or positive, "
                       f"got {t.microbatch_size}")

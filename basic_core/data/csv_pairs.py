@@ -20,18 +20,28 @@ def _resolve(path: str, base: str) -> str:
   return beside if not os.path.isabs(path) and os.path.exists(beside) else path
 
 
+def _label(text: str | None, path: str, row: int) -> int:
+  try:
+    return int(text or -1)
+  except ValueError:
+    raise ValueError(f"{path} line {row + 2}: label {text!r} is not an integer") from None
+
+
 def read_csv(path: str, image_size: int, image_key: str, caption_key: str,
              label_key: str = "") -> EncodedPairs:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"CSV file {path} does not exist")
   delimiter = "\t" if path.lower().endswith(".tsv") else ","
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f, delimiter=delimiter)
-    wanted = [k for k in (image_key, caption_key, label_key) if k]
-    if missing := [k for k in wanted if k not in (reader.fieldnames or [])]:
-      raise ValueError(f"{path} has no column(s) {missing}; its columns are {reader.fieldnames} "
-                       "(set data.csv_image_key / csv_caption_key / csv_label_key)")
-    rows = list(reader)
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f, delimiter=delimiter)
+      wanted = [k for k in (image_key, caption_key, label_key) if k]
+      if missing := [k for k in wanted if k not in (reader.fieldnames or [])]:
+        raise ValueError(f"{path} has no column(s) {missing}; its columns are {reader.fieldnames} "
+                         "(set data.csv_image_key / csv_caption_key / csv_label_key)")
+      rows = list(reader)
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise ValueError(f"{path} is not a UTF-8 {'TSV' if delimiter == chr(9) else 'CSV'} file: {e}") from None
   base = os.path.dirname(os.path.abspath(path))
   files = [_resolve(row[image_key] or "", base) for row in rows]
   if absent := [f"line {i + 2}: {f!r}" for i, f in enumerate(files) if not os.path.isfile(f)]:
@@ -44,7 +54,7 @@ def read_csv(path: str, image_size: int, image_key: str, caption_key: str,
     else:
       skipped.append((files[i], "empty caption"))
   warn_skipped(path, skipped)
-  labels_N = np.array([int(rows[i][label_key] or -1) if label_key else -1 for i in keep], np.int32)
+  labels_N = np.array([_label(rows[i][label_key], path, i) if label_key else -1 for i in keep], np.int32)
 
   def read(i: int) -> bytes:
     with open(files[keep[i]], "rb") as f:

@@ -32,7 +32,10 @@ def read_pairs(spec: str, config) -> EncodedPairs:
   d, size = config.data, config.model.image.image_size
   if spec.lower().endswith((".csv", ".tsv")):
     return read_csv(spec, size, d.csv_image_key, d.csv_caption_key, d.csv_label_key)
-  return wds.read_shards(wds.expand(spec), size)
+  paths = wds.expand(spec)
+  if not paths:
+    raise ValueError(f"{spec!r} names no WebDataset shard (an empty brace range?)")
+  return wds.read_shards(paths, size)
 
 
 def train_and_test(config, sets: ScenesBenchmark | Digits | None = None) -> tuple[Source, Source]:

@@ -129,7 +129,9 @@ class Pipeline:
     while failures:
       attempt += 1
       if attempt > MAX_ATTEMPTS:
-        raise RuntimeError(f"{MAX_ATTEMPTS} substitutes in a row could not be decoded; is the data corrupt?")
+        _, key, reason = failures[-1]
+        raise ValueError(f"{MAX_ATTEMPTS} substitutes in a row could not be decoded (the last: {key}: "
+                         f"{reason}); is the data corrupt?")
       self._warn(failures)
       skipped += len(failures)
       rows = [row for row, _, _ in failures]
@@ -150,6 +152,9 @@ def train_pipeline(config, tokenizer, *, process_index: int = 0, process_count: 
                    batch_size: int | None = None) -> Pipeline:
   """Batches of config.train.batch_size (or `batch_size`) pairs, this process's share of each."""
   train, _ = train_and_test(config)
-  return Pipeline(train, tokenizer.encode, batch_size=batch_size or config.train.batch_size,
-                  seeds=(config.data.seed, config.seed), process_index=process_index,
-                  process_count=process_count)
+  try:
+    return Pipeline(train, tokenizer.encode, batch_size=batch_size or config.train.batch_size,
+                    seeds=(config.data.seed, config.seed), process_index=process_index,
+                    process_count=process_count)
+  except ValueError as e:  # name the data, which the pipeline does not know
+    raise ValueError(f"data.train={config.data.train!r}: {e}") from None

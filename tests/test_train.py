@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,34 +172,46 @@ def test_a_run_that_could_not_be_evaluated_is_refused_before_training(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def _largest_array_file(step_dir: Path) -> Path:
+  return max((p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)),
+             key=lambda p: p.stat().st_size)
+
+
 def _damage_array(step_dir: Path) -> None:
   """Truncates the largest array data file of a checkpoint's state to half its size."""
-  biggest = max((p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)),
-                key=lambda p: p.stat().st_size)
+  biggest = _largest_array_file(step_dir)
   biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
 
 
+DAMAGE = (_damage_array,  # truncated array data
+          lambda d: (d / "meta" / "metadata").write_bytes(b"\x84garbled"),  # corrupt metadata
+          lambda d: _largest_array_file(d).unlink(),  # a missing array file
+          lambda d: (d / "state" / "_METADATA").write_bytes(b""),  # empty array metadata
+          lambda d: shutil.rmtree(d / "meta"))  # a missing item
+
+
 def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_exactly(tmp_path, capsys):
-  """Truncated array data, then corrupt metadata, in the newest checkpoint: each is named, moved aside
+  """Five kinds of damage to the newest checkpoint, one after another: each is named, moved aside
   (never deleted), and the run resumes from the intact one, ending bit-identical to an uninterrupted run.
   With no intact checkpoint left, a clear error and nothing moved."""
   config = get_config("tiny", QUICK + ["train.steps=20"])
   train.train(config, tmp_path / "reference")
   run = tmp_path / "run"
   train.train(config, run)
-  for damage in (_damage_array, lambda d: (d / "meta" / "metadata").write_bytes(b"\x84garbled")):
+  for damage in DAMAGE:
     damage(run / "checkpoints" / "20")
     train.train(config, run)
     err = capsys.readouterr().err
     assert "checkpoint step 20" in err and "is damaged" in err and "resuming from step 10" in err, err
     for a, b in zip(_params(run, 20), _params(tmp_path / "reference", 20)):
       np.testing.assert_array_equal(a, b)
-  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20", "damaged-20", "damaged-20-2"]
+  names = ["10", "20", "damaged-20"] + [f"damaged-20-{k}" for k in range(2, len(DAMAGE) + 1)]
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == names
   for step in ("10", "20"):
     _damage_array(run / "checkpoints" / step)
   with pytest.raises(checkpoint.CheckpointError, match="no intact checkpoint.*nothing was moved"):
     train.train(config, run)
-  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["10", "20", "damaged-20", "damaged-20-2"]
+  assert sorted(p.name for p in (run / "checkpoints").iterdir()) == names
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a tmpfs")

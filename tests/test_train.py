@@ -190,22 +190,24 @@ DAMAGE = (_damage_array,  # truncated array data
           lambda d: shutil.rmtree(d / "meta"))  # a missing item
 
 
-def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_exactly(tmp_path, capsys):
-  """Five kinds of damage to the newest checkpoint, one after another: each is named, moved aside
-  (never deleted), and the run resumes from the intact one, ending bit-identical to an uninterrupted run.
-  With no intact checkpoint left, a clear error and nothing moved."""
+@pytest.mark.parametrize("kinds", [pytest.param(2, id="two-kinds"),
+                                   pytest.param(len(DAMAGE), id="all-kinds", marks=pytest.mark.slow)])
+def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_exactly(tmp_path, capsys, kinds):
+  """Kinds of damage to the newest checkpoint, one after another: each is named, moved aside (never
+  deleted), and the run resumes from the intact one, ending bit-identical to an uninterrupted run.
+  With no intact checkpoint left, a clear error and nothing moved. (All five kinds: `-m slow`.)"""
   config = get_config("tiny", QUICK + ["train.steps=20"])
   train.train(config, tmp_path / "reference")
   run = tmp_path / "run"
   train.train(config, run)
-  for damage in DAMAGE:
+  for damage in DAMAGE[:kinds]:
     damage(run / "checkpoints" / "20")
     train.train(config, run)
     err = capsys.readouterr().err
     assert "checkpoint step 20" in err and "is damaged" in err and "resuming from step 10" in err, err
     for a, b in zip(_params(run, 20), _params(tmp_path / "reference", 20)):
       np.testing.assert_array_equal(a, b)
-  names = ["10", "20", "damaged-20"] + [f"damaged-20-{k}" for k in range(2, len(DAMAGE) + 1)]
+  names = ["10", "20", "damaged-20"] + [f"damaged-20-{k}" for k in range(2, kinds + 1)]
   assert sorted(p.name for p in (run / "checkpoints").iterdir()) == names
   for step in ("10", "20"):
     _damage_array(run / "checkpoints" / step)

@@ -37,12 +37,21 @@ class TrainingError(RuntimeError):
 
 
 class MetricsWriter:
-  """metrics.jsonl + TensorBoard scalars; only process 0 writes."""
+  """metrics.jsonl + TensorBoard scalars; only process 0 writes.
 
-  def __init__(self, workdir: Path):
+  A resumed run redoes the steps after its checkpoint, so the records past `resume_step` (and a line
+  half-written by a killed run) are dropped first: metrics.jsonl holds each step once, as an
+  uninterrupted run would have written it."""
+
+  def __init__(self, workdir: Path, resume_step: int = 0):
     self.active = jax.process_index() == 0
     if self.active:
       self.path = workdir / "metrics.jsonl"
+      if self.path.exists():
+        kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
       self.tb = SummaryWriter(str(workdir / "tb"))
 
   def write(self, record: dict) -> None:
@@ -58,6 +67,14 @@ class MetricsWriter:
   def close(self) -> None:
     if self.active:
       self.tb.close()
+
+
+def _step_of(line: str) -> float:
+  """The step of one metrics.jsonl line; infinity for a line cut short by a kill."""
+  try:
+    return json.loads(line)["step"]
+  except (json.JSONDecodeError, KeyError, TypeError):
+    return float("inf")
 
 
 class StopRequest:
@@ -157,7 +174,7 @@ def _run(config, workdir: Path, ts: state_lib.TrainState, tokenizer, mesh, k: in
   total = int(config.train.steps)
   step_fns = {}  # frozen_image -> jitted step (first_k freezing compiles two)
   lr_fn = optim.schedule(config.optim, total)
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir, resume_step=start)
   mode = "naive" if k == 1 else "accumulate"
   progress = tqdm.tqdm(total=total, initial=start, disable=not config.train.progress,
                        desc=f"{config.name} N={config.train.batch_size} {mode}x{k}", dynamic_ncols=True)
@@ -259,6 +276,17 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
+def _say_last(line: str) -> None:
+  """Writes `line` as the command's last line on stderr. Library threads still finishing as the process
+  stops (orbax's writers after a full disk print "Event loop is closed" tracebacks) would otherwise bury
+  it, so stderr is closed to them; only for `python -m basic_core.train`, whose process ends here.
+  `BASIC_TRACEBACK=1` raises instead and keeps everything."""
+  sys.stderr.flush()
+  ours = os.dup(2)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  os.write(ours, (line + "\n").encode())
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   distributed.configure_from_args(args)
@@ -270,7 +298,10 @@ def main(argv=None) -> int:
           OSError, WorkdirLocked) as e:  # bad input: one line (BASIC_TRACEBACK=1 shows the traceback)
     if os.environ.get("BASIC_TRACEBACK"):
       raise
-    print(f"error: {e}", file=sys.stderr)
+    if __name__ == "__main__":
+      _say_last(f"error: {e}")
+    else:
+      print(f"error: {e}", file=sys.stderr)
     return 2
   summary = {k: v for k, v in results.items() if k.endswith("top1") or "loss" in k or "gap" in k}
   print(json.dumps(summary, indent=1))

@@ -88,6 +88,14 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_resumed_run_drops_the_records_it_will_redo(tmp_path):
+  """Records past the restored step, and a line cut short by a kill, go before the run logs again."""
+  lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 6)] + ['{"step": 6, "lo']
+  (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+  train.MetricsWriter(tmp_path, resume_step=3).close()
+  assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").open()] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("override,message", [
     ("model.text.layerz=4", "unknown config key 'model.text.layerz'"),
     ("model.text.heads=3", "not divisible by heads"),

@@ -46,7 +46,8 @@ figures: setup
 	$(PY) -m paper_figures.memory_figure --rows paper_figures/data/memory_tiny.jsonl --out paper_figures/figures/memory_vs_batch.png
 	$(PY) -m paper_figures.theory_figures --data theory/figures --out theory/figures
 	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_pilot.csv \
-	    --probes paper_figures/data/negatives_pilot_probes.csv --out paper_figures/figures
+	    --probes paper_figures/data/negatives_pilot_probes.csv \
+	    --bounds paper_figures/data/negatives_pilot_bounds/*.json --out paper_figures/figures
 
 # Every notebook, headless, on its default inputs (executed copies in runs/notebooks/).
 notebooks: setup

@@ -76,12 +76,6 @@ def line_fit(x: np.ndarray, y: np.ndarray, y_se: np.ndarray | None = None, level
   return out
 
 
-def loglog_slope(x: np.ndarray, y: np.ndarray, y_se: np.ndarray, level: float = 0.95) -> dict:
-  """Power-law rate: slope of log y against log x (delta-method errors se/y); needs y > 0."""
-  y = np.asarray(y, float)
-  return line_fit(np.log(x), np.log(y), np.asarray(y_se, float) / y, level)
-
-
 def _trend_fit(x: np.ndarray, y: np.ndarray, level: float) -> dict:
   """An ordinary line fit in summary.json's keys, with the slope's two-sided p-value and R^2.
 

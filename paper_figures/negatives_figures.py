@@ -1,16 +1,27 @@
-"""Figures of a negatives sweep (G = pairs per softmax at a fixed optimizer batch), drawn from its
-results.csv and probes.csv only.
+r"""Figures of a negatives sweep (G = pairs per softmax at a fixed optimizer batch), drawn from its
+results.csv and probes.csv (and, for the theory figure, the bound JSONs below) only.
 
     python -m paper_figures.negatives_figures --results paper_figures/data/negatives_pilot.csv \
         --probes paper_figures/data/negatives_pilot_probes.csv --out paper_figures/figures
 
 One column of panels per temperature, one colour per data mode (fresh pairs vs a pool of m pairs);
 means over seeds with 95% t intervals (experiments/stats.py).
+
+--bounds adds negatives_theory.png, theory against the sweep: the objective's bias against its
+prediction kappa (1/G - 1/n) for every run, and the sample gap against the data-dependent bound of
+theory/pac_bayes.py, from the JSON files of `python -m experiments.tiny_bound` on pilot runs:
+
+    for d in runs/sweep-negatives-pilot/runs/s-m8192-N1024-G*-T0.07-s0-*; do
+      g=$(basename $d | sed 's/.*-G\([0-9]*\)-.*/\1/')
+      OPENBLAS_NUM_THREADS=1 python -m experiments.tiny_bound --workdir $d \
+          --out paper_figures/data/negatives_pilot_bounds/G$g.json
+    done
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -106,12 +117,59 @@ def iso_fit_figure(probes: pd.DataFrame, path: Path) -> Path:
   return _save(fig, path)
 
 
-def draw_all(results_csv: Path, out_dir: Path, probes_csv: Path | None = None) -> list[Path]:
+def _bounds_table(bound_files: list[Path]) -> pd.DataFrame:
+  """One row per experiments.tiny_bound JSON: G, temperature, data mode, trivial bound, both rules."""
+  rows = []
+  for path in bound_files:
+    r = json.loads(Path(path).read_text())
+    rows.append(dict(group_size=r["group_size"], temperature=r["run_config"]["model.temperature_init"],
+                     data_mode="fresh" if r["run_config"]["data.fresh"] else "pool", gap=r["gap"],
+                     trivial=r["trivial_bound"],
+                     **{f"bound_{rule}": v["bound"] for rule, v in r["rules"].items()}))
+  return pd.DataFrame(rows).sort_values("group_size")
+
+
+def theory_figure(df: pd.DataFrame, bounds: pd.DataFrame, path: Path) -> Path:
+  """Left: each run's objective bias against theory's kappa (1/G - 1/n). Right: the measured sample gap
+  of the runs the bound was evaluated on (mean over seeds) against that bound and the trivial one."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+  d = df.dropna(subset=["bias", "bias_predicted"])
+  for mode, marker in (("fresh", "o"), ("pool", "s")):
+    runs = d[d["data_mode"] == mode]
+    left.scatter(runs["bias_predicted"], runs["bias"], c=np.log2(runs["group_size"]), cmap="viridis",
+                 marker=marker, s=22, label=f"{mode} pairs (colour: log2 G)")
+  lims = np.array([d[["bias", "bias_predicted"]].min().min(), d[["bias", "bias_predicted"]].max().max()])
+  left.plot(lims, lims, color="0.4", ls="--", lw=1, label="measured = predicted")
+  left.set(xscale="log", yscale="log", xlabel="predicted kappa (1/G - 1/n) (nats)",
+           ylabel="measured bias L_G - L_n (held-out, nats)",
+           title="the objective's bias: Prop. 1 vs the sweep")
+  left.legend(fontsize=7)
+  for (temp, mode), sub in bounds.groupby(["temperature", "data_mode"]):
+    runs = df[(df["temperature"] == temp) & (df["data_mode"] == mode)]
+    _errorbars(right, runs, "gap_sample", f"measured gap_sample, {mode}, T = {temp:g}", MODE_COLOURS[mode])
+    for col, style in (("bound_fidelity", "k-s"), ("bound_tightest", "k--^")):
+      right.plot(sub["group_size"], sub[col], style, mfc="none",
+                 label=f"PAC-Bayes bound, {col.split('_')[1]} Q (seed 0)")
+    right.plot(sub["group_size"], sub["trivial"], ":", color="0.4", label="trivial bound w_G(beta)")
+  right.set(yscale="log", ylabel="nats", title="the sample gap: data-dependent bound vs the sweep")
+  log2_batch_axis(right, bounds["group_size"])
+  right.set_xlabel("pairs per softmax G")
+  right.legend(fontsize=7)
+  for ax in (left, right):
+    ax.grid(alpha=0.3)
+    ax.title.set_fontsize(9)
+  return _save(fig, path)
+
+
+def draw_all(results_csv: Path, out_dir: Path, probes_csv: Path | None = None,
+             bound_files: list[Path] = ()) -> list[Path]:
   df = pd.read_csv(results_csv)
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = [gap_figure(df, out_dir / "negatives_gap.png"), bias_figure(df, out_dir / "negatives_bias.png")]
   if probes_csv is not None and Path(probes_csv).exists():
     paths.append(iso_fit_figure(pd.read_csv(probes_csv), out_dir / "negatives_iso_fit.png"))
+  if bound_files:
+    paths.append(theory_figure(df, _bounds_table(bound_files), out_dir / "negatives_theory.png"))
   return paths
 
 
@@ -119,9 +177,11 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--results", required=True, type=Path, help="a negatives sweep's results.csv")
   parser.add_argument("--probes", type=Path, help="its probes.csv (the iso-fit figure)")
+  parser.add_argument("--bounds", type=Path, nargs="*", default=(),
+                      help="experiments.tiny_bound JSON files of pilot runs (the theory figure)")
   parser.add_argument("--out", required=True, type=Path)
   args = parser.parse_args(argv)
-  for path in draw_all(args.results, args.out, args.probes):
+  for path in draw_all(args.results, args.out, args.probes, args.bounds):
     print(path)
   return 0
 

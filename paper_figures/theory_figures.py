@@ -5,9 +5,9 @@ r"""Figures of the theory, drawn only from CSVs: theory/ computes the tables, th
         --out paper_figures/figures
 
 --data: a folder with the two CSVs of `python -m theory.tables`; draws
-- bound_vs_gap.png: Theorem 1 next to the measured gap of trained norm-constrained linear towers;
+- bound_vs_gap.png: Theorems 1 and 2 next to the measured gap of trained norm-constrained linear towers;
 - linear_towers_sweep_fit.png: evaluate_sweep's 1/sqrt(N) and 1/N fits to those gaps;
-- batch_bias.png: Proposition 1 by Monte Carlo: bias ~ 1/N, spread ~ 1/sqrt(N).
+- batch_bias.png: Proposition 1 by Monte Carlo: N * bias -> kappa, sqrt(N) * spread under its bound.
 --results: a batch-size sweep's results.csv; draws gap_vs_theory_rates.png, the same rate fits to its gaps.
 """
 
@@ -24,15 +24,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from experiments.stats import loglog_slope  # noqa: E402
+from experiments.stats import line_fit  # noqa: E402
 from paper_figures.axes import log2_batch_axis  # noqa: E402
-from theory import check, sweep  # noqa: E402
+from theory import check, linear_towers, lse_bound, sweep  # noqa: E402
 
 RATE_LABELS = {"inv_sqrt": "a + b/sqrt(N)", "inv": "a + b/N"}
 
 
-def plot_bound_vs_gap(df: pd.DataFrame, out_path: str | Path) -> None:
-  """Top: bound and its parts vs |measured gap| (log-log). Bottom: the signed gap and its split."""
+def plot_bound_vs_gap(df: pd.DataFrame, out_path: str | Path,
+                      input_dim: int = linear_towers.SweepConfig.input_dim) -> None:
+  """Top: Theorems 1 and 2, Theorem 1's parts and the trivial bound vs |measured gap| (log-log).
+  Bottom: the signed gap and its split into the objective's bias and the sample gap."""
   ms = sorted(df.m.unique())
   fig, axes = plt.subplots(2, len(ms), figsize=(5.2 * len(ms) + 2.6, 7.5), squeeze=False, sharex=True)
   for col, m in enumerate(ms):
@@ -42,13 +44,18 @@ def plot_bound_vs_gap(df: pd.DataFrame, out_path: str | Path) -> None:
     top, bottom = axes[0, col], axes[1, col]
     top.plot(n, mean.bound_total, "k-o", label="bound (Theorem 1)")
     top.plot(n, mean.bound_batch_uniform + mean.bound_batch_positive, "C0--",
-             label="bound: batch terms (N)")
+             label="Theorem 1: batch terms (bias + proof artifact)")
     top.plot(n, mean.bound_rademacher + mean.bound_concentration, "C1--",
-             label="bound: sample terms (m)")
+             label="Theorem 1: sample terms (m)")
     abs_gap = df[df.m == m].assign(abs_gap=lambda d: d.gap.abs()).groupby("batch_size").abs_gap
     top.errorbar(n, abs_gap.mean(), yerr=abs_gap.std().fillna(0), fmt="s", color="C3",
                  capsize=3, label="|measured gap| (mean, sd over seeds)")
-    top.plot(n, mean.bias_bound_fixed_model, "C2:", label="bias bound (Prop. 1): bounds |gap_batch|")
+    theorem2 = [lse_bound.n_free_terms(m, k, r.beta, r.delta, r.embed_dim, input_dim, input_dim)["total"]
+                for k, r in mean.iterrows()]
+    top.plot(n, theorem2, "k--s", mfc="none", label="bound (Theorem 2, N-free complexity)")
+    top.axhline(4 * mean.beta.iloc[0], color="0.5", ls=":", label="trivial bound 4 beta")
+    top.plot(n, np.minimum(mean.bias_bound_fixed_model, 2 * mean.beta), "C2:",
+             label="min(B_N, 2 beta) (Prop. 1): bounds |gap_batch|")
     top.set(yscale="log", ylabel="nats",
             title=f"m = {m}, beta = {mean.beta.iloc[0]:g}, D = {mean.embed_dim.iloc[0]:g}")
     for name, color in (("gap", "C3"), ("gap_batch", "C0"), ("gap_sample", "C1")):
@@ -66,31 +73,28 @@ def plot_bound_vs_gap(df: pd.DataFrame, out_path: str | Path) -> None:
   plt.close(fig)
 
 
-def _fit_label(fit: dict, fit_from: int) -> str:
-  lo, hi = fit["slope_ci"]
-  return f"fit over N >= {fit_from}: N^{fit['slope']:.3f} (95% CI {lo:.3f}, {hi:.3f})"
-
-
 def plot_batch_bias(table: pd.DataFrame, kappa: float, fit_from: int, out_path: str | Path) -> None:
-  """Bias and spread of l_N vs N with power-law fits, the delta-method line and the bounds."""
-  t = table[table.batch_size >= fit_from]
+  """N * bias against the delta-method constant kappa (what theory.check tests, with the fit
+  kappa + kappa_2 / N over N >= fit_from), and sqrt(N) * sd(l_N) under its Efron-Stein bound."""
   n_all = table.batch_size.to_numpy(float)
+  t = table[table.batch_size >= fit_from]
+  fit = line_fit(1 / t.batch_size.to_numpy(float), (t.batch_size * t.bias).to_numpy(),
+                 (t.batch_size * t.bias_se).to_numpy())
   fig, (ax_b, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
-  fit_b = loglog_slope(t.batch_size, t.bias, t.bias_se)
-  fit_s = loglog_slope(t.batch_size, t.loss_sd, t.loss_sd_se)
-  ax_b.errorbar(n_all, table.bias, yerr=2 * table.bias_se, fmt="o", color="k",
-                label="Monte Carlo L_N - L_inf (+-2 s.e.)")
-  ax_b.plot(n_all, np.exp(fit_b["intercept"]) * n_all**fit_b["slope"], "C0-",
-            label=_fit_label(fit_b, fit_from))
-  ax_b.plot(n_all, kappa / n_all, "C1--", label=f"delta method kappa/N, kappa = {kappa:.3f}")
-  ax_b.plot(n_all, table.bias_bound, "C2:", label="bias bound (Prop. 1)")
-  ax_b.set(yscale="log", xlabel="contrastive batch size N", ylabel="L_N - L_inf (nats)")
-  ax_s.errorbar(n_all, table.loss_sd, yerr=2 * table.loss_sd_se, fmt="o", color="k",
-                label="Monte Carlo sd(l_N)")
-  ax_s.plot(n_all, np.exp(fit_s["intercept"]) * n_all**fit_s["slope"], "C0-",
-            label=_fit_label(fit_s, fit_from))
-  ax_s.plot(n_all, table.efron_stein_sd, "C2:", label="Efron-Stein bound c_N / sqrt(2N)")
-  ax_s.set(yscale="log", xlabel="contrastive batch size N", ylabel="sd of l_N (nats)")
+  ax_b.errorbar(n_all, n_all * table.bias, yerr=2 * n_all * table.bias_se, fmt="o", color="k",
+                label="Monte Carlo N (L_N - L_inf) (+-2 s.e.)")
+  ax_b.axhline(kappa, color="C1", ls="--", label=f"delta method kappa = {kappa:.3f}")
+  n_fit = n_all[n_all >= fit_from]
+  ax_b.plot(n_fit, fit["intercept"] + fit["slope"] / n_fit, "C0-",
+            label=f"fit kappa + kappa_2/N over N >= {fit_from}: kappa = {fit['intercept']:.3f} "
+                  f"+- {fit['intercept_se']:.3f}")
+  ax_b.set(xlabel="contrastive batch size N", ylabel="N (L_N - L_inf) (nats)",
+           title="the objective's bias, times N (Prop. 1: -> kappa)")
+  ax_s.errorbar(n_all, np.sqrt(n_all) * table.loss_sd, yerr=2 * np.sqrt(n_all) * table.loss_sd_se, fmt="o",
+                color="k", label="Monte Carlo sqrt(N) sd(l_N)")
+  ax_s.plot(n_all, np.sqrt(n_all) * table.efron_stein_sd, "C2:", label="Efron-Stein bound c_N / sqrt(2)")
+  ax_s.set(yscale="log", xlabel="contrastive batch size N", ylabel="sqrt(N) sd of l_N (nats)",
+           title="spread of one batch's loss, times sqrt(N)")
   for ax in (ax_b, ax_s):
     log2_batch_axis(ax, n_all)
     ax.legend(fontsize=7)
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
   source.add_argument("--results", type=Path, help="a batch-size sweep's results.csv")
   parser.add_argument("--out", required=True, type=Path)
   parser.add_argument("--fit-from", type=int, default=check.FULL.fit_from,
-                      help="smallest N in the batch-bias rate fits (default: the full run's)")
+                      help="smallest N in the kappa fit (default: the full run's)")
   args = parser.parse_args(argv)
   if args.data:
     paths = draw_theory(args.data, args.out, args.fit_from)

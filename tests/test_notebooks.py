@@ -28,10 +28,12 @@ def small_parameters(name: str, tmp: Path) -> dict:
       "02_batch_size_sweep.ipynb": dict(RESULTS=str(tmp / "sweep" / "results.csv"), OUT=str(tmp / "out"),
                                         BATCH_SIZES=(8, 16, 32, 64), SEEDS=(0,), SAMPLES=64,
                                         OVERRIDES=_SMALL_EVAL + ("data.num_train=512",)),
-      "03_theory.ipynb": dict(THEORY_DIR=str(tmp / "theory"), OUT=str(tmp / "out"), TRIALS=100),
+      "03_theory.ipynb": dict(THEORY_DIR=str(tmp / "theory"), OUT=str(tmp / "out"), TRIALS=100,
+                              BIAS_BATCHES=[2, 16, 64]),
       "04_memory_and_parallelism.ipynb": dict(MEMORY=str(tmp / "memory.jsonl"), OUT=str(tmp / "out"),
                                               BATCHES=(32, 64), MICROBATCH=16, REMAT=("none",)),
       "05_negatives.ipynb": dict(RESULTS=str(tmp / "sweep" / "results.csv"), PROBES=str(tmp / "none.csv"),
+                                 BOUNDS=str(tmp / "no-bounds"),
                                  OUT=str(tmp / "out"), GROUP_SIZES=(4, 16), STEPS=4,
                                  OVERRIDES=_SMALL_EVAL + ("eval.num_pairs=256", "data.num_test=256")),
   }[name]
@@ -96,7 +98,7 @@ REDRAWN = {
                         "theory/figures/linear_towers_sweep_fit.png"),
     "04_memory_and_parallelism.ipynb": ("paper_figures/figures/memory_vs_batch.png",),
     "05_negatives.ipynb": tuple(f"paper_figures/figures/negatives_{name}.png"
-                                for name in ("gap", "bias", "iso_fit")),
+                                for name in ("gap", "bias", "iso_fit", "theory")),
 }
 
 

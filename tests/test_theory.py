@@ -30,7 +30,10 @@ def test_every_check_passes(quick_run):
   assert not failed, f"failed: {failed}\n{stderr}"
   assert code == 0
   expected = {"sym_bias_bound", "bounded_differences_random", "bounded_differences_extremal",
-              "bias_within_bound", "bias_bound_sharp", "bias_rate", "spread_rate",
+              "bias_within_bound", "bias_bound_sharp", "sphere_bias_constant_pass_rate",
+              "sphere_spread_constant_pass_rate", "sphere_broken_bias_no_jensen_pass_rate",
+              "sphere_broken_spread_doubled_pass_rate", "lse_lipschitz", "lse_batch_differences",
+              "lse_linear_towers_bound",
               "bias_delta_method_constant", "pool_estimator_matches_exact",
               "population_loss_matches_exact", "fixed_model_coverage",
               "linear_towers_gradient", "linear_towers_bound", "linear_towers_bias_within_bound",
@@ -41,10 +44,10 @@ def test_every_check_passes(quick_run):
 
 def test_check_figures_are_consistent(quick_run):
   _, r, _ = quick_run
-  lo, hi = r["bias_rate"]["slope_ci"]
-  assert lo <= -1 <= hi and hi - lo < 0.5
-  lo, hi = r["spread_rate"]["slope_ci"]
-  assert lo <= -0.5 <= hi
+  assert r["sphere_bias_constant_pass_rate"]["min_rate"] >= 0.95
+  assert r["sphere_broken_bias_no_jensen_pass_rate"]["mean_rate"] <= 0.2
+  kappa = r["bias_delta_method_constant"]
+  assert abs(kappa["kappa_fitted"] - kappa["kappa_predicted"]) < 0.2 * kappa["kappa_predicted"]
   assert 0 < r["bounded_differences_random"]["max_ratio"] <= 1
   assert r["fixed_model_coverage"]["coverage"] >= 0.95
   assert r["linear_towers_bound"]["bound_ratio_min"] > 1

@@ -20,8 +20,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from experiments.stats import line_fit, loglog_slope
-from theory import bound, empirical, linear_towers, montecarlo, sweep, symbolic, synthetic
+from experiments.stats import line_fit
+from theory import bias, bound, empirical, linear_towers, lse_bound, montecarlo, sweep, symbolic, synthetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,8 @@ class Settings:
   m: int  # training pairs in the fixed-model coverage check
   pool: int  # sample size of the L_inf pool-estimator check
   sweep: linear_towers.SweepConfig
-  fit_from: int = 8  # smallest N in the rate fits: below it the next-order terms show
+  worlds: bias.CheckPlan  # the sphere worlds of the N * bias -> kappa and N * Var -> tau^2 pass rates
+  fit_from: int = 8  # smallest N in the kappa fit of the vMF world: below it the next-order terms show
   level: float = 0.99  # confidence level of every interval a check tests
   beta: float = 2.0  # the Monte Carlo world's inverse temperature
   delta: float = 0.05
@@ -40,9 +41,9 @@ class Settings:
 
 QUICK = Settings(trials=300, batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256), m=1024, pool=4096,
                  sweep=linear_towers.SweepConfig(m=512, batch_sizes=(4, 32, 128), seeds=(0, 1),
-                                                 steps=60, n_test=4096, n_sigma=64))
+                                                 steps=60, n_test=4096, n_sigma=64), worlds=bias.QUICK)
 FULL = Settings(trials=2000, batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), m=4096,
-                pool=16384, sweep=linear_towers.SweepConfig(), fit_from=16)
+                pool=16384, sweep=linear_towers.SweepConfig(), worlds=bias.FULL, fit_from=16)
 
 
 def check_bounded_differences(s: Settings, rng: np.random.Generator) -> list[dict]:
@@ -60,15 +61,11 @@ def check_bounded_differences(s: Settings, rng: np.random.Generator) -> list[dic
            "min_ratio": min(extremal), "max_ratio": max(extremal)}]
 
 
-def _rate_check(name: str, fit: dict, target: float, max_half_width: float) -> dict:
-  lo, hi = fit["slope_ci"]
-  return {"name": name, "passed": bool(lo <= target <= hi and (hi - lo) / 2 <= max_half_width),
-          "slope": fit["slope"], "slope_ci": [lo, hi], "target": target,
-          "chi2_reduced": fit["chi2_reduced"]}
-
-
 def check_batch_bias(s: Settings, rng: np.random.Generator) -> list[dict]:
-  """Proposition 1: |bias| below its bound, bias ~ 1/N with the delta-method constant, sd ~ 1/sqrt(N)."""
+  """Proposition 1 in the vMF world: |bias| below its bound, sd below Efron-Stein, N * bias -> kappa.
+
+  Free power-law fits are not tested: over a finite range of N they are pre-asymptotic and fail in
+  some worlds; the constants are (here and in bias.check_pass_rates' worlds)."""
   world = montecarlo.default_world()
   sharp = [montecarlo.cluster_bias_exact(n, b, k) / bound.bias_bound(n, b)
            for n in (2, 16, 256, 4096) for b in (0.5, 2.0) for k in (2, 10, 10**6)]
@@ -85,11 +82,6 @@ def check_batch_bias(s: Settings, rng: np.random.Generator) -> list[dict]:
           "max_sd_over_efron_stein": float((table.loss_sd / table.efron_stein_sd).max())},
          {"name": "bias_bound_sharp", "passed": bool(max(np.abs(sharp)) <= 1 and max(sharp) >= 0.95),
           "max_exact_bias_over_bound": float(max(sharp))}]
-  if (bias <= 0).any():
-    return out + [{"name": "bias_rate", "passed": False, "reason": "non-positive bias estimate"}]
-  out.append(_rate_check("bias_rate", loglog_slope(n, bias, bias_se, s.level), -1.0, 0.3))
-  spread = loglog_slope(n, t.loss_sd.to_numpy(), t.loss_sd_se.to_numpy(), s.level)
-  out.append(_rate_check("spread_rate", spread, -0.5, 0.2))
   # N * bias = kappa + kappa_2 / N: the intercept is the delta-method constant.
   scaled = line_fit(1 / n, n * bias, n * bias_se, s.level)
   diff_se = np.hypot(scaled["intercept_se"], kappa["kappa_se"])
@@ -166,6 +158,7 @@ def check_linear_towers(s: Settings, rng: np.random.Generator) -> list[dict]:
        "passed": bool((df.gap_batch.abs()
                        <= df.bias_bound_fixed_model + z * df.batch_bias_se.fillna(0)).all()),
        "max_abs_gap_batch_over_bound": float((df.gap_batch.abs() / df.bias_bound_fixed_model).max())},
+      lse_bound.check_linear_towers_sweep(s.sweep, df),
       {"name": "linear_towers_complexity",
        "passed": bool((df.complexity_sim_hat <= df.complexity_sim + z * df.complexity_sim_hat_se).all()
                       and (df.complexity_tower_hat
@@ -189,7 +182,9 @@ def run(s: Settings, report: Callable[[dict], None], tmp_csv: str) -> bool:
   all_passed = True
   jobs = [lambda st, rng: symbolic.run_all(), check_bounded_differences, check_batch_bias,
           check_estimators, check_fixed_model_coverage, check_gradient, check_linear_towers,
-          lambda st, rng: check_sweep_evaluation(st, rng, tmp_csv)]
+          lambda st, rng: check_sweep_evaluation(st, rng, tmp_csv),
+          lambda st, rng: lse_bound.run_all(rng, st.trials),
+          lambda st, rng: bias.check_pass_rates(st.worlds, rng)]
   for seed, job in enumerate(jobs):  # one Generator per job: results do not depend on the order
     rng = np.random.default_rng(seed)
     start = time.perf_counter()

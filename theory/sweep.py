@@ -1,10 +1,10 @@
 """Which rate does a measured generalization gap follow in the batch size: 1/sqrt(N) or 1/N?
 
-Theorem 1 bounds the gap by a term ~ 1/sqrt(N) (a model chosen after seeing the batch), while for
-a fixed model the batch-size bias is ~ 1/N (Proposition 1). `evaluate_sweep` fits both
-gap = a + b / sqrt(N) and gap = a + b / N to a sweep's results.csv (one row per run) by least
-squares and says which one the data supports. It reads only the CSV: theory stands beside the
-trainer and does not import basic_core.
+Theorem 1 has a term ~ 1/sqrt(N) (an artifact of its proof, not a predicted rate), while for a
+fixed model the objective's batch-size bias is ~ 1/N (Proposition 1; bias, not overfitting).
+`evaluate_sweep` fits both gap = a + b / sqrt(N) and gap = a + b / N to a sweep's results.csv (one
+row per run) by least squares and says which one the data supports. It reads only the CSV: theory
+stands beside the trainer and does not import basic_core.
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@
     python -m experiments.batch_size_sweep --preset negatives-smoke --out runs/sweep-negatives-smoke
     python -m experiments.batch_size_sweep --preset negatives-pilot --out runs/sweep-negatives-pilot
     python -m experiments.batch_size_sweep --preset default --out runs/sweep-default
+    python -m experiments.batch_size_sweep --preset default --out /shared/sweep --backend ray --address auto
+    python -m experiments.batch_size_sweep --out /shared/sweep --status
 
 Writes OUT/results.csv (one row per run), OUT/probes.csv (along-training probes, when the preset has
 them), OUT/summary.json (fits with intervals and verdict sentences) and, unless --no-figures, the
 figures in OUT/figures. Re-running skips finished runs and resumes interrupted ones. Presets, and the
-confound each design carries: experiments/presets.py.
+confound each design carries: experiments/presets.py. The Ray backend (runs on a cluster, retried when a
+worker dies) and --status: experiments/ray_backend.py.
 
 Every metric is measured at the run's final weights, without augmentation, at the run's own temperature,
 on >= eval.num_pairs held-out pairs and as many pairs the run trained on (basic_core/evaluate.py):
@@ -33,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from basic_core.workdir_lock import WorkdirLocked
-from experiments import negatives, stats
+from experiments import negatives, ray_backend, stats
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
 from experiments.stats import add_means
@@ -76,14 +79,35 @@ def print_report(df: pd.DataFrame, summary: dict) -> None:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
+  parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (required unless --status)")
   parser.add_argument("--out", required=True, type=Path)
-  parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+  parser.add_argument("--jobs", type=int, help="runs at once: parallel processes (default 1); with --backend "
+                      "ray, at most this many in flight (default: as the cluster allows) and the CPUs "
+                      "of a local Ray started for the sweep (times --cpus-per-run)")
   parser.add_argument("--batch-sizes", help="override the preset's, e.g. 16,64,256")
   parser.add_argument("--seeds", help="override the preset's, e.g. 0,1,2")
   parser.add_argument("--no-figures", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                      help="local: this machine (default); ray: one Ray task per run (pip install -e "
+                      "'.[cluster]'; OUT on a filesystem every node sees)")
+  parser.add_argument("--address", help="Ray cluster to use: auto (the one this node is in) or HOST:PORT; "
+                      "default: a local Ray started for the sweep")
+  parser.add_argument("--cpus-per-run", type=float, default=1, help="Ray resource request (default 1)")
+  parser.add_argument("--gpus-per-run", type=float, default=0, help="Ray resource request (default 0)")
+  parser.add_argument("--max-retries", type=int, default=3,
+                      help="Ray: retries of a run whose worker or trainer was killed (default 3)")
+  parser.add_argument("--status", action="store_true",
+                      help="print done / running / failed / pending per run of OUT's sweep; start nothing")
   args = parser.parse_args(argv)
+  if args.status:
+    if not (args.out / "sweep.json").exists():
+      print(f"error: no sweep was started in {args.out} (no sweep.json)", file=sys.stderr)
+      return 2
+    ray_backend.print_status(args.out)
+    return 0
+  if args.preset is None:
+    parser.error("--preset is required (unless --status)")
   if args.preset not in PRESETS:
     print(f"error: unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}", file=sys.stderr)
     return 2
@@ -93,10 +117,18 @@ def main(argv=None) -> int:
       value = getattr(args, field)
       if value:
         sweep = dataclasses.replace(sweep, **{field: tuple(int(x) for x in value.split(","))})
-    df = run_sweep(sweep, args.out, jobs=args.jobs, progress=not args.quiet)
-  except (ValueError, WorkdirLocked) as e:
+    backend = None
+    if args.backend == "ray":
+      ray_backend.import_ray()  # before anything is written
+      backend = ray_backend.RayBackend(address=args.address, jobs=args.jobs, cpus_per_run=args.cpus_per_run,
+                                       gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+    df = run_sweep(sweep, args.out, jobs=args.jobs or 1, progress=not args.quiet, backend=backend)
+  except (ValueError, WorkdirLocked, ray_backend.RayMissing, ConnectionError) as e:  # (no Ray at --address)
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except ray_backend.RunsFailed as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   if len(sweep.group_sizes) > 1:
     return report_negatives(df, args.out, figures=not args.no_figures)
   summary = summarize_sweep(df, args.out)

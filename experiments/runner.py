@@ -140,15 +140,30 @@ def _run_in_process(run: Run, workdir: Path) -> None:
   train.train(run.config(), workdir)
 
 
-def _run_subprocess(run: Run, workdir: Path) -> None:
+class RunFailed(RuntimeError):
+  """A run's training process exited with an error: running it again fails the same way."""
+
+
+class RunKilled(RunFailed):
+  """A run's training process was killed by a signal: the machine's doing, a re-run resumes it."""
+
+
+def run_log(workdir: Path) -> Path:
+  """Where a training process started for the run in `workdir` writes its output."""
+  return workdir.parent / f"{workdir.name}.log"
+
+
+def run_subprocess(run: Run, workdir: Path, preexec_fn=None) -> None:
   cmd = [sys.executable, "-m", "basic_core.train", "--config", run.config_name, "--workdir",
          str(workdir)] + [f"--set={o}" for o in run.overrides]
-  log = workdir.parent / f"{run.run_id}.log"
+  log = run_log(workdir)
   with log.open("a") as f:
-    proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
+    proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
   if proc.returncode:
-    raise RuntimeError(f"run {run.run_id} failed (exit {proc.returncode}); see {log}")
+    killed = proc.returncode < 0 or proc.returncode > 128  # a signal, or the trainer stopped by one
+    raise (RunKilled if killed else RunFailed)(f"run {run.run_id} failed (exit {proc.returncode}); "
+                                               f"see {log}")
 
 
 def _write_atomically(df: pd.DataFrame, path: Path) -> None:
@@ -169,8 +184,12 @@ def write_results(runs: list[Run], out: Path) -> pd.DataFrame:
   return df
 
 
-def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, progress: bool = True) -> pd.DataFrame:
-  """Runs what is not finished yet (resuming what was interrupted), then returns results.csv."""
+def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, progress: bool = True,
+              backend=None) -> pd.DataFrame:
+  """Runs what is not finished yet (resuming what was interrupted), then returns results.csv.
+
+  `backend(todo, out, finished)`, when given, runs the unfinished runs elsewhere and calls `finished(run)`
+  in this thread as each one ends (experiments/ray_backend.py); else they run here, `jobs` at a time."""
   out = Path(out)
   runs = plan_runs(sweep)
   (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -185,13 +204,15 @@ def run_sweep(sweep: Sweep, out: Path, *, jobs: int = 1, progress: bool = True) 
     bar.update(1)
     bar.set_postfix_str(run.run_id)
 
-  if jobs == 1:  # in this process (and its main thread, where the trainer's signal handlers work)
+  if backend is not None:
+    backend(todo, out, finished)
+  elif jobs == 1:  # in this process (and its main thread, where the trainer's signal handlers work)
     for run in todo:
       _run_in_process(run, out / "runs" / run.run_id)
       finished(run)
   else:  # one training process per run, `jobs` at a time
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-      futures = [pool.submit(_run_subprocess, r, out / "runs" / r.run_id) for r in todo]
+      futures = [pool.submit(run_subprocess, r, out / "runs" / r.run_id) for r in todo]
       for run, future in zip(todo, futures):
         future.result()
         finished(run)

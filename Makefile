@@ -9,7 +9,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-all tiny sweep figures notebooks strip-notebooks theory bench clean
+.PHONY: setup lint test test-all tiny sweep figures notebooks strip-notebooks theory bench bench-gpu plan-check \
+	gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -61,6 +62,35 @@ strip-notebooks: setup
 # Our train step's throughput in the three modes of the OpenCLIP comparison (README, "Performance").
 bench: setup
 	$(PY) -m basic_core.bench throughput --config peer-vit
+
+# The scale plan against XLA: BASIC-S, -M and -L at N = 65,536 compiled for meshes of 8, 64 and 512
+# simulated CPU devices (basic_core/perf/plan_xla.py), one JSON row each; about 5 minutes on 2 cores.
+PLAN_CHECKS := basic-s:data=8,model=1:512 basic-s:data=64,model=1:512 basic-m:data=8,model=1:256 \
+	basic-m:data=16,model=4:256 basic-l:data=8,model=8:128 basic-l:data=64,model=8:128
+plan-check: setup
+	rm -f paper_figures/data/plan_vs_xla.jsonl
+	for case in $(PLAN_CHECKS); do set -- $$(echo $$case | tr : ' '); \
+	  $(PY) -m basic_core.plan --config $$1 --mesh $$2 --batch 65536 --microbatch $$3 --measure --json \
+	    >> paper_figures/data/plan_vs_xla.jsonl || exit 1; done
+
+# One GPU, about 5 minutes: samples/s, TFLOP/s, MFU and the largest batch that fits, for small and
+# basic-s (basic_core/perf/gpu_bench.py); without a GPU a reduced run on tiny that says so.
+bench-gpu: setup
+	$(PY) -m basic_core.bench gpu --json --out runs/bench-gpu/gpu_bench.jsonl --table runs/bench-gpu/gpu_bench.md
+
+# The packages that the lent GPU machine's image lacks, as wheels in .whl/ (ignored), at the versions
+# pyproject.toml pins; scripts/gpu_check.sh installs them there. The image has its own flax, optax and
+# orbax; .whl/pinned/ holds them at our pins, installed there only if the image's fail a first tiny step.
+GPU_WHEELS := $(shell sed -n 's/^ *"\(ml_collections==[^"]*\)",/\1/p' pyproject.toml)
+GPU_PINNED_WHEELS := $(shell sed -n 's/^ *"\(\(flax\|optax\|orbax-checkpoint\)==[^"]*\)",/\1/p' pyproject.toml)
+WHEEL_PLATFORM := --only-binary=:all: --python-version 3.12 --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+gpu-wheels: setup
+	rm -rf .whl
+	$(PY) -m pip download -q --no-deps $(WHEEL_PLATFORM) -d .whl $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps $(WHEEL_PLATFORM) -d .whl/pinned $(GPU_PINNED_WHEELS)
+	ls .whl .whl/pinned
 
 theory: setup
 	$(PY) -m theory.check

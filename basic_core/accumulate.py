@@ -18,8 +18,10 @@ accumulation counts it K times). Randomness (dropout, augmentation) is keyed per
 step key and the example's global index, so both passes, and any microbatch size, see the same masks
 and pixels: the run does not depend on M.
 
-Microbatch k holds examples k, k + K, k + 2K, ...: with the batch sharded contiguously over the
-`data` mesh axis, every microbatch is then spread over all devices.
+Microbatch j holds examples j, j + K, j + 2K, ...: with the batch sharded contiguously over the
+`data` mesh axis, every microbatch is then spread over all devices; and since that is column j of the
+batch viewed as [M, K, ...], a microbatch is sliced out of the batch without copying the rest, and the
+embeddings are written into [M, K, D] buffers that are the [N, D] embeddings in example order.
 Cost: the extra forward passes of K - 1 microbatches (of all K when K <= 2), (4 - 1/K)F / 3F of the
 naive step's FLOPs, 1.25x at K = 4; memory: activations of one microbatch plus O(N * D) embeddings and
 the loss (O(N * tile) when tiled).
@@ -41,31 +43,29 @@ EmbedFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array]]
 HeadLossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
 
-def example_keys(key: jax.Array, n: int) -> jax.Array:
-  """One key per example of the contrastive batch: fold_in(step key, global example index)."""
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n))
+def example_keys(key: jax.Array, index_B: jax.Array) -> jax.Array:
+  """One key per example: fold_in(step key, the example's global index in the contrastive batch)."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index_B)
 
 
-def to_microbatches(tree, k: int):
-  """[N, ...] -> [K, M, ...] with microbatch k = examples k, k + K, ... (strided; see module doc).
+def microbatch(tree, k: int, j):
+  """Microbatch j of K: examples j, j + K, j + 2K, ... of every [N, ...] leaf, as [M, ...].
 
-  Under a mesh, each microbatch stays split over the batch axis (all devices work on every one).
+  The [N, ...] array is viewed as [M, K, ...] (a reshape: no copy) and column j is sliced out, so only
+  one microbatch is ever copied, never the whole batch. Under a mesh, both stay split over the batch
+  axis (all devices work on every microbatch).
   """
-  return jax.tree.map(lambda x: constrain(
-      jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), (None, "batch")), tree)
+  def take(x):
+    x_MxK = constrain(x.reshape(x.shape[0] // k, k, *x.shape[1:]), ("batch",))
+    return constrain(jax.lax.dynamic_index_in_dim(x_MxK, j, axis=1, keepdims=False), ("batch",))
 
-
-def from_microbatches(tree):
-  """Inverse of `to_microbatches`: [K, M, ...] -> [N, ...] in the original example order, split over
-  the batch axis under a mesh (the cached embeddings: global, but no device holds them all)."""
-  return jax.tree.map(lambda x: constrain(jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:]), ("batch",)),
-                      tree)
+  return jax.tree.map(take, tree)
 
 
 def naive_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, params, batch: dict,
                          key: jax.Array):
   """Plain full-batch `value_and_grad`: activations of all N examples live at once."""
-  keys = example_keys(key, jax.tree.leaves(batch)[0].shape[0])
+  keys = example_keys(key, jnp.arange(jax.tree.leaves(batch)[0].shape[0]))
 
   def loss_fn(p):
     image_emb, text_emb = embed_fn(p, batch, keys)
@@ -79,19 +79,28 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
   """The BASIC step: same value and gradient as `naive_value_and_grad`, activations of M examples."""
   k = num_microbatches
   n = jax.tree.leaves(batch)[0].shape[0]
-  micro = (to_microbatches(batch, k), to_microbatches(example_keys(key, n), k))
+  m = n // k
   keep_last = keeps_last_microbatch(k)
-  micro_rest, micro_last = _split_last(micro) if keep_last else (micro, None)
+  rest = k - 1 if keep_last else k
 
-  # 1. Embed the microbatches; no activations survive the map. The barrier orders the kept last one
-  #    after them, so its activations (kept by `jax.vjp` for step 3) never overlap the map's.
+  def inputs(j):
+    return microbatch(batch, k, j), example_keys(key, jnp.arange(m) * k + j)
+
+  # 1. Embed the microbatches into [M, K, D] buffers (microbatch j is column j, so the buffers are the
+  #    [N, D] embeddings in example order, no reordering copy); no activations survive the loop. The
+  #    barrier orders the kept last one after it, so its activations (kept by `jax.vjp` for step 3)
+  #    never overlap the loop's.
   frozen = jax.lax.stop_gradient(params)
-  embs = jax.lax.map(lambda a: embed_fn(frozen, *a), micro_rest)
+  shapes = jax.eval_shape(lambda: embed_fn(frozen, *inputs(0)))
+  embs = tuple(constrain(jnp.zeros((m, k, *s.shape[1:]), s.dtype), ("batch",)) for s in shapes)
+  put = lambda embs, j, new: tuple(jax.lax.dynamic_update_index_in_dim(buf, x, j, axis=1)
+                                   for buf, x in zip(embs, new, strict=True))
+  embs = jax.lax.fori_loop(0, rest, lambda j, embs: put(embs, j, embed_fn(frozen, *inputs(j))), embs)
   if keep_last:
-    embs, micro_last = jax.lax.optimization_barrier((embs, micro_last))
-    embs_last, vjp_last = jax.vjp(lambda p: embed_fn(p, *micro_last), params)
-    embs = jax.tree.map(lambda rest, last: jnp.concatenate([rest, last[None]]), embs, embs_last)
-  image_NxD, text_NxD = from_microbatches(embs)
+    embs, last = jax.lax.optimization_barrier((embs, inputs(k - 1)))
+    embs_last, vjp_last = jax.vjp(lambda p: embed_fn(p, *last), params)
+    embs = put(embs, k - 1, embs_last)
+  image_NxD, text_NxD = (constrain(e.reshape(n, -1), ("batch",)) for e in embs)
 
   # 2. The loss once, over the whole contrastive batch; the gradient cache.
   loss, (d_image_NxD, d_text_NxD, head_grads) = jax.value_and_grad(head_loss_fn, argnums=(0, 1, 2))(
@@ -100,28 +109,20 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
   # 3. Back-propagate each microbatch's slice of the cache: the kept one through its activations, the
   #    others recomputed. The head gradients (temperature, bias; zero for the towers) seed the sum, so
   #    they are counted exactly once.
-  cache = to_microbatches((d_image_NxD, d_text_NxD), k)
+  cache = (d_image_NxD, d_text_NxD)
   grads = head_grads
   if keep_last:
-    cache, cache_last = _split_last(cache)
-    grads = jax.tree.map(jnp.add, grads, vjp_last(cache_last)[0])
+    grads = jax.tree.map(jnp.add, grads, vjp_last(microbatch(cache, k, k - 1))[0])
 
-  def backward(grads, a):
-    (batch_k, keys_k), cache_k = a
-    _, vjp = jax.vjp(lambda p: embed_fn(p, batch_k, keys_k), params)
-    (g,) = vjp(cache_k)
-    return jax.tree.map(jnp.add, grads, g), None
+  def backward(j, grads):
+    _, vjp = jax.vjp(lambda p: embed_fn(p, *inputs(j)), params)
+    (g,) = vjp(microbatch(cache, k, j))
+    return jax.tree.map(jnp.add, grads, g)
 
-  grads, _ = jax.lax.scan(backward, grads, (micro_rest, cache))
-  return loss, grads
+  return loss, jax.lax.fori_loop(0, rest, backward, grads)
 
 
 def keeps_last_microbatch(k: int) -> bool:
   """Whether step 1 keeps the last microbatch's activations. Not for K = 2: the loops left would run
   once, XLA inlines such loops, and its CPU scheduler then overlaps the two microbatches' activations."""
   return k > 2
-
-
-def _split_last(tree):
-  """[K, ...] leaves -> ([K - 1, ...] leaves, [...] leaves of the last microbatch)."""
-  return jax.tree.map(lambda x: x[:-1], tree), jax.tree.map(lambda x: x[-1], tree)

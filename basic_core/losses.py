@@ -6,7 +6,10 @@ The tiled softmax loss exists because at BASIC's contrastive batch of 65,536 the
 matrix alone is 16 GiB. It streams row blocks of `tile` rows: the image-to-text log-sum-exp of a row
 needs only its block, the text-to-image log-sum-exp of a column is accumulated across blocks with the
 usual running-max trick, and a custom VJP recomputes each block's logits in the backward pass. Peak
-memory is O(N * tile), results equal the dense loss to float32 rounding.
+memory is O(N * tile), results equal the dense loss to float32 rounding. Under a mesh that splits the
+batch over P devices, each device streams its own N / P rows against the gathered [N, D] text
+embeddings (`jax.shard_map`): the negatives stay global, the column statistics are combined across
+devices once, and no device holds more than a [tile / P, N] block (tests/test_losses.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from basic_core.models.layers import ACTIVATION_RULES
 
 
 def grouped(loss_fn, group_size: int):
@@ -70,10 +76,37 @@ def _blocks(x_NxD: jax.Array, tile: int) -> jax.Array:
   return x_NxD.reshape(n // tile, tile, d)
 
 
-def _tiled_statistics(img_NxD, txt_NxD, scale, tile):
-  """Row log-sum-exps [N], column log-sum-exps [N] and the positives' mean, one row block at a time."""
-  n = img_NxD.shape[0]
-  img_KxTxD = _blocks(img_NxD, tile)
+def batch_axis() -> str | None:
+  """The mesh axis the batch is split over, when the active mesh splits it (else None)."""
+  mesh, name = jax.sharding.get_abstract_mesh(), ACTIVATION_RULES["batch"]
+  return name if name in mesh.axis_names and mesh.shape[name] > 1 else None
+
+
+def _on_rows(fn, axis, in_specs, out_specs):
+  """`fn` run on each device's rows (`jax.shard_map` over `axis`); `fn` itself when there is no axis."""
+  if axis is None:
+    return fn
+  return jax.shard_map(fn, in_specs=in_specs, out_specs=out_specs, axis_names={axis})
+
+
+def _collectives(axis):
+  """(all_gather, psum, pmax, psum_scatter, vary, this device's index) over `axis`; identities without
+  one. `vary` marks a value as different per device (shard_map's types), as a scan's carry must be."""
+  if axis is None:
+    same = lambda x: x
+    return same, same, same, same, same, 0
+  return (lambda x: jax.lax.all_gather(x, axis, tiled=True), lambda x: jax.lax.psum(x, axis),
+          lambda x: jax.lax.pmax(x, axis), lambda x: jax.lax.psum_scatter(x, axis, tiled=True),
+          lambda x: jax.lax.pcast(x, (axis,), to="varying"), jax.lax.axis_index(axis))
+
+
+def _tiled_statistics(img_RxD, txt_RxD, scale, tile, axis):
+  """Per device: the row log-sum-exps of its R rows, the column log-sum-exps of its R columns and the
+  loss, one block of `tile` rows against all N columns at a time (the columns' running max and sum are
+  combined across devices once, at the end)."""
+  gather, psum, pmax, _, vary, index = _collectives(axis)
+  txt_NxD = gather(txt_RxD)
+  n, r = txt_NxD.shape[0], img_RxD.shape[0]
 
   def body(carry, img_TxD):
     col_max_N, col_sum_N = carry
@@ -83,37 +116,29 @@ def _tiled_statistics(img_NxD, txt_NxD, scale, tile):
     col_sum_N = col_sum_N * jnp.exp(col_max_N - new_max_N) + jnp.exp(logits_TxN - new_max_N[None]).sum(0)
     return (new_max_N, col_sum_N), row_lse_T
 
-  init = (jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.float32))
-  (col_max_N, col_sum_N), row_lse_KxT = jax.lax.scan(body, init, img_KxTxD)
-  col_lse_N = col_max_N + jnp.log(col_sum_N)
-  positives_mean = scale * jnp.sum(img_NxD * txt_NxD) / n
-  return row_lse_KxT.reshape(n), col_lse_N, positives_mean
+  init = (vary(jnp.full((n,), -jnp.inf, jnp.float32)), vary(jnp.zeros((n,), jnp.float32)))
+  (col_max_N, col_sum_N), row_lse_KxT = jax.lax.scan(body, init, _blocks(img_RxD, tile))
+  max_N = pmax(col_max_N)
+  col_lse_N = max_N + jnp.log(psum(col_sum_N * jnp.exp(col_max_N - max_N)))
+  col_lse_R = jax.lax.dynamic_slice_in_dim(col_lse_N, index * r, r)
+  row_lse_R = row_lse_KxT.reshape(r)
+  loss = psum(0.5 * (row_lse_R.sum() + col_lse_R.sum()) - scale * jnp.sum(img_RxD * txt_RxD)) / n
+  return loss, row_lse_R, col_lse_R
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _tiled_softmax(img_NxD, txt_NxD, scale, tile):
-  row_lse_N, col_lse_N, positives_mean = _tiled_statistics(img_NxD, txt_NxD, scale, tile)
-  return 0.5 * (row_lse_N.mean() + col_lse_N.mean()) - positives_mean
-
-
-def _tiled_softmax_fwd(img_NxD, txt_NxD, scale, tile):
-  row_lse_N, col_lse_N, positives_mean = _tiled_statistics(img_NxD, txt_NxD, scale, tile)
-  loss = 0.5 * (row_lse_N.mean() + col_lse_N.mean()) - positives_mean
-  return loss, (img_NxD, txt_NxD, scale, row_lse_N, col_lse_N)
-
-
-def _tiled_softmax_bwd(tile, residuals, g):
-  """dL/dlogits = (softmax_rows + softmax_cols) / 2N - I / N, applied block by block."""
-  img_NxD, txt_NxD, scale, row_lse_N, col_lse_N = residuals
-  n, _ = img_NxD.shape
-  k = n // tile
+def _tiled_gradients(img_RxD, txt_RxD, scale, row_lse_R, col_lse_R, g, tile, axis):
+  """Per device: dL/dlogits = (softmax_rows + softmax_cols) / 2N - I / N applied block by block to its
+  rows; the text gradients of all N columns are summed over devices and each keeps its own R."""
+  gather, psum, _, psum_scatter, vary, index = _collectives(axis)
+  txt_NxD, col_lse_N = gather(txt_RxD), gather(col_lse_R)
+  n, r = txt_NxD.shape[0], img_RxD.shape[0]
 
   def body(carry, inputs):
     d_txt_NxD, d_scale = carry
-    img_TxD, row_lse_T, b = inputs
+    img_TxD, row_lse_T, first_row = inputs
     sims_TxN = img_TxD @ txt_NxD.T
     logits_TxN = scale * sims_TxN
-    eye_TxN = jax.nn.one_hot(b * tile + jnp.arange(tile), n, dtype=jnp.float32)
+    eye_TxN = jax.nn.one_hot(first_row + jnp.arange(tile), n, dtype=jnp.float32)
     grad_TxN = (0.5 * (jnp.exp(logits_TxN - row_lse_T[:, None]) + jnp.exp(logits_TxN - col_lse_N[None]))
                 - eye_TxN) * (g / n)
     d_img_TxD = scale * grad_TxN @ txt_NxD
@@ -121,10 +146,31 @@ def _tiled_softmax_bwd(tile, residuals, g):
     d_scale = d_scale + jnp.sum(grad_TxN * sims_TxN)
     return (d_txt_NxD, d_scale), d_img_TxD
 
-  init = (jnp.zeros_like(txt_NxD), jnp.zeros((), jnp.float32))
-  inputs = (_blocks(img_NxD, tile), row_lse_N.reshape(k, tile), jnp.arange(k))
+  k = r // tile
+  init = (vary(jnp.zeros(txt_NxD.shape, jnp.float32)), vary(jnp.zeros((), jnp.float32)))
+  inputs = (_blocks(img_RxD, tile), row_lse_R.reshape(k, tile), index * r + tile * jnp.arange(k))
   (d_txt_NxD, d_scale), d_img_KxTxD = jax.lax.scan(body, init, inputs)
-  return d_img_KxTxD.reshape(img_NxD.shape), d_txt_NxD, d_scale
+  return d_img_KxTxD.reshape(img_RxD.shape), psum_scatter(d_txt_NxD), psum(d_scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _tiled_softmax(img_NxD, txt_NxD, scale, tile, axis):
+  return _tiled_softmax_fwd(img_NxD, txt_NxD, scale, tile, axis)[0]
+
+
+def _tiled_softmax_fwd(img_NxD, txt_NxD, scale, tile, axis):
+  rows, whole = P(axis), P()
+  stats = _on_rows(functools.partial(_tiled_statistics, tile=tile, axis=axis), axis,
+                   (rows, rows, whole), (whole, rows, rows))
+  loss, row_lse_N, col_lse_N = stats(img_NxD, txt_NxD, scale)
+  return loss, (img_NxD, txt_NxD, scale, row_lse_N, col_lse_N)
+
+
+def _tiled_softmax_bwd(tile, axis, residuals, g):
+  rows, whole = P(axis), P()
+  grads = _on_rows(functools.partial(_tiled_gradients, tile=tile, axis=axis), axis,
+                   (rows, rows, whole, rows, rows, whole), (rows, rows, whole))
+  return grads(*residuals, g)
 
 
 _tiled_softmax.defvjp(_tiled_softmax_fwd, _tiled_softmax_bwd)
@@ -134,11 +180,19 @@ def tiled_contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scal
                            tile: int, *, group_size: int = 0) -> jax.Array:
   """`contrastive_loss` computed in row blocks of `tile` rows: O(N * tile) memory, same value.
 
-  With `group_size` G, each group is tiled on its own (O(N * min(tile, G)) memory)."""
+  Under a mesh that splits the batch over P devices (and a loss over the whole batch), each device
+  streams its own N / P rows in blocks of tile / P rows against the gathered [N, D] text embeddings:
+  per device O(N * tile / P + N * D) memory, no N x N anywhere, the negatives still global. With
+  `group_size` G, each group is tiled on its own (O(N * min(tile, G)) memory).
+  """
+  n = image_emb.shape[0]
+  axis = batch_axis() if not group_size or group_size == n else None
+  devices = jax.sharding.get_abstract_mesh().shape[axis] if axis else 1
 
   def one(img_NxD, txt_NxD, scale):
+    rows = img_NxD.shape[0] // devices
     return _tiled_softmax(img_NxD.astype(jnp.float32), txt_NxD.astype(jnp.float32),
-                          jnp.asarray(scale, jnp.float32), min(tile, img_NxD.shape[0]))
+                          jnp.asarray(scale, jnp.float32), max(1, min(tile // devices, rows)), axis)
 
   return grouped(one, group_size)(image_emb, text_emb, logit_scale)
 

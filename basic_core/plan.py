@@ -1,5 +1,6 @@
 """`python -m basic_core.plan --config C --mesh data=D,model=M ...`: memory per device of a config on a
-mesh, on paper (`basic_core.perf.scale_plan`; this command's front-end: `perf.cli`)."""
+mesh, on paper (`basic_core.perf.scale_plan`), and with `--measure` as XLA compiles it for that mesh
+(`basic_core.perf.plan_xla`); this command's front-end: `perf.cli`."""
 
 import sys
 

@@ -6,14 +6,21 @@
     python -m basic_core.bench roofline --config peer-vit
     python -m basic_core.bench compare --peer-python PY --peer-script ../shared/bench/openclip_peer/bench.py
     python -m basic_core.bench compare-table paper_figures/data/compare_openclip.jsonl
+    python -m basic_core.bench gpu --json [--out ROWS.jsonl] [--table TABLE.md]
+    python -m basic_core.bench scale --config tiny --microbatch 512 --tile 128 --check 4096 --train 65536
     python -m basic_core.plan --config basic-l --mesh data=64,model=8 --batch 65536 --microbatch 128
+    python -m basic_core.plan --config basic-s --mesh data=8,model=1 --batch 65536 --microbatch 512 --measure
 
 `memory` compiles the step for every (contrastive batch, mode, microbatch, remat) of its grid, reports
 XLA's compiled bytes and times a few steps on random data (`memory_grid`); with `--memory-budget` it picks
 the remat policy and microbatch that fit (`budget`). `throughput` times each mode in its own process
 (`throughput`), `compare` alternates those processes with OpenCLIP's (`compare`), `roofline` times the
-model's dense matmuls alone (`roofline`). `plan` is the scale plan on paper (`scale_plan`). With `--json`
-every row is one JSON line; `--out` writes the memory rows, and appends the rows of the other commands.
+model's dense matmuls alone (`roofline`). `gpu` times the plain and accumulated bfloat16 steps of
+`small` and `basic-s` on one GPU within five minutes (samples/s, TFLOP/s, MFU, the largest batch that
+fits), or a reduced `tiny` run on CPU that says so (`gpu_bench`). `scale` measures BASIC's step up to
+N = 2^20 on this machine (`scale`). `plan` is the scale plan on paper (`scale_plan`); with
+`--measure` XLA's bytes per device of the compiled step stand beside it (`plan_xla`). With `--json` every
+row is one JSON line; `--out` writes the memory rows, and appends the rows of the other commands.
 """
 
 from __future__ import annotations
@@ -25,7 +32,18 @@ from pathlib import Path
 
 from basic_core import sharding
 from basic_core.configs import ConfigError, get_config
-from basic_core.perf import budget, compare, compiled, memory_grid, roofline, scale_plan, throughput
+from basic_core.perf import (
+  budget,
+  compare,
+  compiled,
+  gpu_bench,
+  memory_grid,
+  plan_xla,
+  roofline,
+  scale,
+  scale_plan,
+  throughput,
+)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -104,6 +122,38 @@ def _compare(args) -> None:
   print(compare.table(rows))
 
 
+def _gpu(args) -> None:
+  rows = []
+
+  def emit(row):
+    rows.append(row)
+    if args.json:
+      print(json.dumps(row), flush=True)
+    _append(args.out, [row])
+    if args.table:
+      args.table.parent.mkdir(parents=True, exist_ok=True)
+      args.table.write_text(gpu_bench.table(rows) + "\n")
+
+  gpu_bench.run(**gpu_bench.settings_from(args), emit=emit)
+  if not args.json:
+    print(gpu_bench.table(rows))
+
+
+def _scale(args) -> None:
+  config = get_config(args.config, args.set)
+  rows = [scale.memory_row(scale.step_config(config, n, args.microbatch, args.tile))
+          for n in _ints(args.batches)]
+  if len(rows) > 1:
+    rows.append(scale.growth(rows))
+  if args.check:
+    rows.append(scale.exact(config, args.check, args.check_microbatch, args.check_tile))
+  if args.train:
+    rows.append(scale.train(args.config, args.set, args.train, args.microbatch, args.tile, args.steps))
+  for row in rows:
+    print(json.dumps(row) if args.json else scale.describe(row), flush=True)
+  _append(args.out, rows)
+
+
 def _compare_table(args) -> None:
   print(compare.table([json.loads(line) for f in args.files for line in f.read_text().splitlines()
                        if line.strip()]))
@@ -160,6 +210,24 @@ def bench_parser() -> argparse.ArgumentParser:
   ct = sub.add_parser("compare-table", help="the comparison table of saved JSON lines (compare --out)")
   ct.add_argument("files", type=Path, nargs="+")
   ct.set_defaults(fn=_compare_table)
+  g = sub.add_parser("gpu", help="one GPU, 5 minutes: samples/s, TFLOP/s, MFU, max batch (CPU: reduced)")
+  gpu_bench.add_arguments(g)
+  g.set_defaults(fn=_gpu)
+  s = sub.add_parser("scale", help="BASIC's step from N = 4,096 to 2^20: compiled memory, its growth per "
+                                   "pair, exactness against the dense loss, and a real training run")
+  s.add_argument("--config", default="tiny")
+  s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  s.add_argument("--batches", default="4096,16384,65536,262144,1048576", help="compiled, not run")
+  s.add_argument("--microbatch", type=int, default=512)
+  s.add_argument("--tile", type=int, default=128, help="rows per block of the tiled loss")
+  s.add_argument("--check", type=int, default=0, metavar="N", help="exactness at this batch (0 = skip)")
+  s.add_argument("--check-microbatch", type=int, default=256)
+  s.add_argument("--check-tile", type=int, default=128)
+  s.add_argument("--train", type=int, default=0, metavar="N", help="train at this batch (0 = skip)")
+  s.add_argument("--steps", type=int, default=3, help="training steps of --train")
+  s.add_argument("--json", action="store_true")
+  s.add_argument("--out", type=Path, help="also append the JSON lines here")
+  s.set_defaults(fn=_scale)
   return parser
 
 
@@ -191,6 +259,8 @@ def plan_main(argv=None) -> int:
   parser.add_argument("--memory", default="32GiB", help="memory per device, e.g. 32GiB, 80GB")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+  parser.add_argument("--measure", action="store_true",
+                      help="also compile the step on the mesh (simulated CPU devices): XLA's bytes")
   args = parser.parse_args(argv)
   try:
     data, model = _parse_mesh(args.mesh)
@@ -199,12 +269,24 @@ def plan_main(argv=None) -> int:
                        ("mesh.rules", args.rules)):
       if value is not None:
         overrides.append(f"{key}={value!r}")
-    config = get_config(args.config, overrides + [f"mesh.data={data}", f"mesh.model={model}"])
+    overrides += [f"mesh.data={data}", f"mesh.model={model}"]
+    config = get_config(args.config, overrides)
     budget_bytes = budget.parse_bytes(args.memory)
     result = scale_plan.plan(config, data, model)
   except (ConfigError, sharding.ShardingError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   result.update(memory_per_device=budget_bytes, fits=result["bytes_per_device"] <= budget_bytes)
-  print(json.dumps(result) if args.json else scale_plan.format_table(result, budget_bytes))
+  if args.measure:
+    try:
+      result.update(plan_xla.compare(result, plan_xla.measure(args.config, overrides, data, model)))
+    except RuntimeError as e:  # the child process that simulates the mesh failed
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+  if args.json:
+    print(json.dumps(result))
+    return 0
+  print(scale_plan.format_table(result, budget_bytes))
+  if args.measure:
+    print(plan_xla.format_lines(result))
   return 0

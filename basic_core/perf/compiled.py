@@ -54,8 +54,21 @@ def compiled_memory(compiled) -> dict:
 
 
 def _flops(lowered_or_compiled) -> float:
+  """XLA's FLOP count; NaN where the backend has no cost analysis (then `step_flops` still counts)."""
   cost = lowered_or_compiled.cost_analysis()
+  if cost is None:
+    return float("nan")
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0))
+
+
+def _lowered_for_host():
+  """Lowers for the host CPU while tracing for the default backend, so FLOPs can be counted anywhere.
+
+  A PJRT plugin backend (CUDA) has no cost analysis before compilation (`Lowered.cost_analysis()` is
+  None there). The program is still traced for the default backend (the model's backend checks read
+  `jax.default_backend()`, which the default device does not change), so what is counted is what runs.
+  """
+  return jax.default_device(jax.local_devices(backend="cpu")[0])
 
 
 def step_flops(config) -> float:
@@ -66,8 +79,13 @@ def step_flops(config) -> float:
   accumulated step loops over its K microbatches, so it is counted as K plain steps of one microbatch
   plus the forward passes of its embedding pass (K - 1 when it keeps the last microbatch's activations):
   exact up to the loss and the optimizer update, which it runs once instead of K times (well under 1%
-  of the FLOPs here).
+  of the FLOPs here). The program is lowered for the host CPU (`_lowered_for_host`), on any backend.
   """
+  with _lowered_for_host():
+    return _step_flops(config)
+
+
+def _step_flops(config) -> float:
   unrolled = with_overrides(config, model__scan_layers=False)
   micro, k = microbatching(unrolled.train)
   if k == 1:
@@ -77,7 +95,7 @@ def step_flops(config) -> float:
   embed = jax.jit(lambda p, b: built.fns.embed(p, b, None)).lower(built.state["params"],
                                                                   abstract_batch(plain))
   passes = k - 1 if accumulate.keeps_last_microbatch(k) else k
-  return k * step_flops(plain) + passes * _flops(embed)
+  return k * _step_flops(plain) + passes * _flops(embed)
 
 
 def model_flops(config) -> float:

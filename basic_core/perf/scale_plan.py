@@ -1,7 +1,7 @@
 """Scale plan on paper: memory per device of a config on a mesh, without allocating or compiling the model.
 
     python -m basic_core.plan --config basic-l --mesh data=64,model=8 --batch 65536 --microbatch 128
-        [--rules tensor] [--memory 32GiB] [--set key=value ...] [--json]
+        [--rules tensor] [--memory 32GiB] [--set key=value ...] [--json] [--measure]
 
 Exact, from the abstract state (`state.build(config, abstract=True)`) placed by the config's sharding
 rules, as the trainer places it:
@@ -17,20 +17,42 @@ of the compute dtype; all float32 values are 4 bytes):
   loss        3 N T 4 / P with T = loss.tile (T = N for the dense loss): logits, their exponentials and
               their gradient for one row block, measured with XLA's memory analysis (the tiled and the
               dense loss alike shard the block's columns over data);
-  activations m/P examples x [ sum over blocks of tokens x saved(policy)  +  2 x (tokens x saved(none))
-              of the largest block, being differentiated (values and cotangents)  +  the stem ]
-              + 3 float32 copies of the microbatch's pixels (decode, augment, normalise).
+  activations m/P examples x [ stems + sum over unscanned blocks of live(block) + sum over scanned
+              blocks of tokens x saved(policy) + max over scanned blocks of (live(block) - tokens x
+              saved(policy)), the one being differentiated ] + 3 float32 copies of the microbatch's
+              pixels (decode, augment, normalise). Scanned blocks are a `Stack`'s identical blocks under
+              `model.scan_layers` (ViT, text, a CoAtNet stage after its first block); unscanned are a
+              CoAtNet stage's first block (it downsamples) and every block of unrolled layers: XLA:CPU
+              rematerialises only inside loops, so an unscanned block keeps its values and cotangents
+              whatever the policy (the VJP of 64 examples through BASIC-S's image tower cut to one block
+              per stage: 11.39 GB temp with remat full, 11.24 GB with none).
   saved(policy) per token of a block = b (r W + i W_inner / M') + 4 a H L / M', with (r, i, a) from
               `_TRANSFORMER` / `_MBCONV`: residual-stream values, inner values (qkv, MLP hidden; MBConv's
               expanded width) and float32 attention maps of H heads over L tokens that the policy keeps.
               M' = M when the rules split the inner widths over the model axis (tensor), else 1.
+  live(block) per example, what one block holds while it is differentiated (values and cotangents):
+              transformer  tokens x (saved(none), the cotangents, + its forward values: `forward`,
+                           recomputed, or saved(none) under remat none);
+              MBConv       `_LIVE` (XLA:CPU, measured): the inner width at the input resolution (a
+                           stage's first block expands before its strided depthwise conv) and at the
+                           output resolution, the output width, and a first block's input; CoAtNet's
+                           stem likewise.
   peak        params + gradients + optimizer + batch + embeddings + max(loss, activations): the loss
               (step 2 of the accumulated step) and the towers' backward (step 3) are never live together.
-Check against XLA (compiled temp bytes per device vs gradients + embeddings + max(loss, activations);
-tests/test_plan.py asserts a factor of 2): ViT towers on 1 device 0.82-1.29 for every remat policy, on
-8x1 / 2x4 / 4x2 / 1x8 meshes (tensor and fsdp rules) 0.75-1.14; CoAtNet with remat none 0.80. On
-XLA:CPU remat saves memory only inside scans, so a CoAtNet whose stages are single (unscanned) blocks
-compiles bigger than the formula says under remat (0.48 for a 1-block-per-stage CoAtNet, remat full).
+Check against XLA (`--measure`, basic_core/perf/plan_xla.py: peak = arguments + outputs - aliased + temp
+per device of the compiled step, simulated CPU devices; 2026-11-27, jax 0.10.2, XLA:CPU, a 2-core
+x86-64 machine, FAST_COMPILE; `make plan-check` writes paper_figures/data/plan_vs_xla.jsonl), formula /
+XLA at N = 65,536, remat full, tensor rules:
+  basic-s  8x1 micro 512: 16.93 / 17.62 GiB = 0.96    64x1 micro 512: 3.76 / 3.87 GiB = 0.97
+  basic-m  8x1 micro 256: 20.44 / 20.77 GiB = 0.98    16x4 micro 256: 5.33 / 5.21 GiB = 1.02
+  basic-l  8x8 micro 128:  9.75 / 10.37 GiB = 0.94    64x8 micro 128: 5.47 / 5.44 GiB = 1.01
+(each compiled in 22-38 s). Arguments match to a few bytes; the temporaries differ by 0.92-1.03. Before
+the CoAtNet terms above (unscanned first blocks, expansion at the input resolution, XLA:CPU's float32
+convolution buffers) the same rows were 0.32, 0.61, 0.41, 0.55, 0.71 and 0.95: the activations (2.6 GiB
+planned for basic-s 8x1, where XLA's temp was 16 GiB). tests/test_plan.py holds 0.8-1.2 on reduced cases
+(tiny ViT and CoAtNet, remat full and none; basic-s with fewer blocks on 2x4: 0.95-1.17). What XLA:CPU
+does and an accelerator need not: keep unscanned blocks whole under remat, and hold convolution buffers in
+float32 under bfloat16; on such a backend the plan likely overstates the activations (not checked here).
 """
 
 from __future__ import annotations
@@ -47,21 +69,50 @@ from basic_core.configs import microbatching
 # Per token of a block, what the backward pass finds saved under each remat policy.
 # Transformer block (pre-LN; attention then MLP of ratio R): (r, i_attn, i_mlp, a) meaning
 #   r W residual-stream values, (i_attn + i_mlp R) W inner values, a attention maps (H x L floats).
-#   none: x, ln_1(x), out-proj, ln_2, proj | qkv 3, heads' output 1, fc R, gelu R | logits, probs.
+#   none: x, ln_1(x), x + attention, ln_2 | qkv 3, heads' output 1, fc R, gelu R | probs (what autodiff
+#   keeps: a linear layer's backward needs its input, not its output; softmax's needs its probabilities).
 #   dots_saveable: the block input and every matmul / einsum output; no_batch_dims: not the einsums.
-_TRANSFORMER = {"none": (5, 4, 2, 2), "dots_saveable": (3, 4, 1, 1),
-                "dots_with_no_batch_dims_saveable": (3, 3, 1, 0), "full": (1, 0, 0, 0)}
+#   forward (not a policy): what a block's forward pass materialises, so what recomputing it brings
+#   back: none's values, the two output projections and the logits.
+_TRANSFORMER = {"none": (4, 4, 2, 1), "dots_saveable": (3, 4, 1, 1),
+                "dots_with_no_batch_dims_saveable": (3, 3, 1, 0), "full": (1, 0, 0, 0),
+                "forward": (5, 4, 2, 2)}
 # MBConv: (r, i) with inner width = expansion x width.
 #   none: x, norm(x), project | expand, gelu, depthwise, norm, gelu, se; dots_saveable: input, convs.
 _MBCONV = {"none": (3, 6), "dots_saveable": (2, 2), "dots_with_no_batch_dims_saveable": (1, 0),
            "full": (1, 0)}
+# What XLA:CPU holds of one example while it differentiates a block (values and their cotangents), per
+# channel and position, as (values in the compute dtype, float32 values): measured from the compiled temp
+# bytes of one microbatch's VJP through single CoAtNet blocks (bfloat16 and float32; expansion 2, 4, 8;
+# stride 1 and 2; stem 32 to 192 channels). XLA:CPU runs convolutions and their gradients in float32,
+# hence the float32 values beside bfloat16 ones.
+#   inner_in   MBConv inner width at the block's input resolution (expand, its GELU): the stride is on
+#              the depthwise conv, so a stage's first block expands at the previous stage's resolution;
+#   inner_out  MBConv inner width at the output resolution (depthwise, norm, GELU, SE, project's input);
+#   width      MBConv output width (project, the shortcut, the sum);
+#   entry      a stage's first block, per input channel at the input resolution (x, norm(x));
+#   stem       CoAtNet's stem, per stem channel at half the image size (two convs and a GELU).
+# inner_in and inner_out fit both dtypes exactly; stem + entry (a first block's input is the stem) are
+# 34 bytes per channel measured at bfloat16, 41 at float32 (these counts: 36, 44); width is 8 bytes
+# measured at bfloat16, its float32 count assumed.
+_LIVE = dict(inner_in=(3, 1), inner_out=(3, 6), width=(2, 1), entry=(2, 1), stem=(2, 6))
 _LOSS_BUFFERS = 3  # [T, N] float32 buffers live in the loss (measured: tiled and dense)
 _PIXEL_COPIES = 3
 
 
+def _live(part: str, act_bytes: int) -> int:
+  """Bytes per channel and position of a `_LIVE` part."""
+  in_dtype, in_float32 = _LIVE[part]
+  return in_dtype * act_bytes + in_float32 * 4
+
+
 @dataclasses.dataclass(frozen=True)
 class Block:
-  """A repeated unit of a tower: `count` blocks over `tokens` positions."""
+  """A repeated unit of a tower: `count` blocks over `tokens` positions.
+
+  A CoAtNet stage's first block is its own Block (`scanned=False`, `in_width` its input width,
+  `in_tokens` its input positions): it downsamples, so it is never part of a scanned stack.
+  """
   kind: str  # transformer | mbconv
   count: int
   tokens: int
@@ -69,6 +120,9 @@ class Block:
   inner: int  # transformer: width; mbconv: expanded width
   heads: int = 0
   mlp_ratio: int = 0
+  scanned: bool = True  # one of the identical blocks of a `Stack` (lax.scan when model.scan_layers)
+  in_width: int = 0  # a stage's first block: its input width (0 for the others)
+  in_tokens: int = 0  # a stage's first block: its input positions
 
   def saved_bytes(self, policy: str, act_bytes: int, model_split: int) -> float:
     """Bytes one token of one block leaves for the backward pass under `policy`."""
@@ -79,30 +133,51 @@ class Block:
     inner = (i_attn + i_mlp * self.mlp_ratio) * self.inner / model_split
     return act_bytes * (r * self.width + inner) + 4 * a * self.heads * self.tokens / model_split
 
+  def live_bytes(self, act_bytes: int, model_split: int, policy: str = "full") -> float:
+    """Bytes of one example live while one of these blocks is differentiated (values and cotangents).
 
-def tower_blocks(model_config) -> tuple[list[Block], int]:
-  """(blocks of both towers, stem values per example) from the config alone."""
+    Transformer: the cotangents of what `none` saves, beside the values: the forward pass's, recomputed
+    (any policy but `none`), or what `none` saved. MBConv: `_LIVE`, measured (recomputed).
+    """
+    in_tokens = self.in_tokens or self.tokens
+    entry = in_tokens * self.in_width * _live("entry", act_bytes)
+    if self.kind == "transformer":
+      values = self.saved_bytes("none" if policy == "none" else "forward", act_bytes, model_split)
+      return entry + self.tokens * (values + self.saved_bytes("none", act_bytes, model_split))
+    inner = self.inner / model_split
+    outputs = inner * _live("inner_out", act_bytes) + self.width * _live("width", act_bytes)
+    return entry + in_tokens * inner * _live("inner_in", act_bytes) + self.tokens * outputs
+
+
+def tower_blocks(model_config, act_bytes: int) -> tuple[list[Block], float]:
+  """(blocks of both towers, bytes per example of their stems) from the config alone."""
   m = model_config
   text = m.text
   blocks = [Block("transformer", text.layers, text.context, text.width, text.width, text.heads,
                   text.mlp_ratio)]
-  stem = 2 * text.context * text.width  # token + position embeddings
+  stem = act_bytes * 2 * text.context * text.width  # token + position embeddings
   size = m.image.image_size
   if m.image.kind == "vit":
     v = m.image.vit
     tokens = 1 + (size // v.patch) ** 2
     blocks.append(Block("transformer", v.layers, tokens, v.width, v.width, v.heads, v.mlp_ratio))
-    return blocks, stem + 2 * tokens * v.width
+    return blocks, stem + act_bytes * 2 * tokens * v.width
   c = m.image.coatnet
   size //= 2
-  stem += 3 * size * size * c.stem  # two stem convs and their activation
+  stem += size * size * c.stem * _live("stem", act_bytes)
+  in_width = c.stem
   for kind, depth, width, stride in zip(c.types, c.blocks, c.widths, c.strides, strict=True):
+    in_tokens = size * size
     size //= stride
     if kind == "C":
-      blocks.append(Block("mbconv", depth, size * size, width, c.expansion * width))
+      block = Block("mbconv", depth, size * size, width, c.expansion * width)
     else:
-      blocks.append(Block("transformer", depth, size * size, width, width, width // c.head_dim,
-                          c.expansion))
+      block = Block("transformer", depth, size * size, width, width, width // c.head_dim, c.expansion)
+    blocks.append(dataclasses.replace(block, count=1, scanned=False, in_width=in_width,
+                                      in_tokens=in_tokens))
+    if depth > 1:
+      blocks.append(dataclasses.replace(block, count=depth - 1))
+    in_width = width
   return blocks, stem
 
 
@@ -110,11 +185,15 @@ def activation_bytes(config, examples: float, model_split: int) -> float:
   """Activation memory of the towers' backward pass over `examples` examples (see module docstring)."""
   m = config.model
   b = jnp.dtype(m.dtype).itemsize
-  blocks, stem = tower_blocks(m)
-  saved = sum(blk.count * blk.tokens * blk.saved_bytes(m.remat, b, model_split) for blk in blocks)
-  working = max(blk.tokens * blk.saved_bytes("none", b, model_split) for blk in blocks)
+  blocks, stem = tower_blocks(m, b)
+  scanned = [blk for blk in blocks if blk.scanned and m.scan_layers]
+  unscanned = sum(blk.count * blk.live_bytes(b, model_split)
+                  for blk in blocks if not (blk.scanned and m.scan_layers))
+  saved = sum(blk.count * blk.tokens * blk.saved_bytes(m.remat, b, model_split) for blk in scanned)
+  working = max((blk.live_bytes(b, model_split, m.remat)
+                  - blk.tokens * blk.saved_bytes(m.remat, b, model_split) for blk in scanned), default=0.0)
   pixels = _PIXEL_COPIES * 4 * 3 * m.image.image_size ** 2
-  return examples * (saved + 2 * working + b * stem + pixels)
+  return examples * (stem + unscanned + saved + working + pixels)
 
 
 def plan(config, data: int, model: int) -> dict:

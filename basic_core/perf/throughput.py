@@ -67,12 +67,14 @@ def row(config, *, steps: int, warmup: int, max_steps: int) -> dict:
   accumulation and any remat recomputation). Both come from XLA's cost analysis of the unrolled step.
   """
   n = config.train.batch_size
-  state, batch = state_lib.build(config).state, timing.random_batch(config, n)
+  # the batch is put on the device once, as the trainer's prefetch would have it there (on a GPU a
+  # host batch would cross PCIe inside every timed step)
+  state, batch = state_lib.build(config).state, jax.device_put(timing.random_batch(config, n))
   t0 = time.perf_counter()
   compiled = compiled_lib.lower_step(config).compile()
   compile_s = time.perf_counter() - t0
   hostmem.release_freed_memory()  # as the trainer does after compiling
-  temp_bytes = compiled_lib.compiled_memory(compiled)["temp_bytes"]
+  memory = compiled_lib.compiled_memory(compiled)
   times = timing.time_steps(compiled, state, batch, steps=steps, warmup=warmup, max_steps=max_steps)
   peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before any other compile
   median = statistics.median(times.clean)
@@ -84,7 +86,8 @@ def row(config, *, steps: int, warmup: int, max_steps: int) -> dict:
       step_s_all=times.everything, samples_per_s=n / median, compile_s=compile_s,
       model_flops_per_sample=model_flops, hw_flops_per_sample=hw_flops,
       model_gflop_per_s=model_flops * n / median / 1e9, hw_gflop_per_s=hw_flops * n / median / 1e9,
-      temp_bytes=temp_bytes, peak_rss_mb=peak_rss_mb, contended=times.contended,
+      temp_bytes=memory["temp_bytes"], peak_bytes=memory["peak_bytes"], peak_rss_mb=peak_rss_mb,
+      contended=times.contended,
       malloc_tunables=os.environ.get("GLIBC_TUNABLES", ""), huge_page_malloc=hostmem.huge_page_malloc(),
       devices=str(jax.devices()[0].device_kind), jax_version=jax.__version__)
 

@@ -76,9 +76,9 @@ def time_steps(step, state, batch, *, steps: int, warmup: int, max_steps: int) -
   return StepTimes((clean or everything)[-steps:], len(clean) < steps, everything)
 
 
-def matmul_roof_gflop_per_s(n: int = 2048, repeats: int = 5) -> float:
-  """Best float32 GFLOP/s of one n x n x n XLA matmul on this machine: a practical compute ceiling."""
-  a_NxN = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+def matmul_roof_gflop_per_s(n: int = 2048, repeats: int = 5, dtype=jax.numpy.float32) -> float:
+  """Best GFLOP/s of one n x n x n XLA matmul in `dtype` on the default device: a practical ceiling."""
+  a_NxN = jax.random.normal(jax.random.key(0), (n, n), dtype)
   matmul = jax.jit(lambda a: a @ a)
   jax.block_until_ready(matmul(a_NxN))
   best = float("inf")

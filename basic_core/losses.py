@@ -62,8 +62,9 @@ def contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax
 
 def _contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array) -> jax.Array:
   img_NxD, txt_NxD = image_emb.astype(jnp.float32), text_emb.astype(jnp.float32)
-  logits_NxN = logit_scale.astype(jnp.float32) * img_NxD @ txt_NxD.T
-  positives_N = jnp.diagonal(logits_NxN)
+  scale = logit_scale.astype(jnp.float32)
+  logits_NxN = scale * img_NxD @ txt_NxD.T
+  positives_N = scale * jnp.sum(img_NxD * txt_NxD, axis=1)  # the diagonal, without gathering it
   image_to_text = jax.nn.logsumexp(logits_NxN, axis=1) - positives_N
   text_to_image = jax.nn.logsumexp(logits_NxN, axis=0) - positives_N
   return 0.5 * (image_to_text.mean() + text_to_image.mean())

@@ -57,7 +57,7 @@ def summarize_sweep(df: pd.DataFrame, out: Path) -> dict:
   for keys, group in groups:
     if group["batch_size"].nunique() < 2:
       continue
-    for metric in (m for m in GAPS + ("zeroshot_mean_top1",) if m in group):
+    for metric in (m for m in GAPS + ("zeroshot_mean_top1", "zeroshot_robustness_mean_top1") if m in group):
       keys = keys if isinstance(keys, tuple) else (keys,)
       trends.append(dict(zip(by[:-1], keys), **stats.trend(group, metric)))
   summary = dict(runs=len(df), batch_sizes=sorted(df["batch_size"].unique().tolist()),

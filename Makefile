@@ -43,6 +43,7 @@ tiny: setup
 # Every committed figure, redrawn from the committed result files in paper_figures/data/.
 figures: setup
 	$(PY) -m paper_figures.sweep_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
+	$(PY) -m paper_figures.sweep_figures --results paper_figures/data/paper_regime.csv --out paper_figures/figures/paper_regime
 	$(PY) -m paper_figures.theory_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
 	$(PY) -m paper_figures.memory_figure --rows paper_figures/data/memory_tiny.jsonl --out paper_figures/figures/memory_vs_batch.png
 	$(PY) -m paper_figures.theory_figures --data theory/figures --out theory/figures

@@ -9,7 +9,7 @@ Four kinds of JSON rows (`kind`):
   growth  temp(N) = A + b N fitted over the largest batches' memory rows, against the bytes per pair
           the method should cost: b = 16 D (the cached [N, D] image and text embeddings and their
           float32 gradients) + 4 B T (B float32 [T, N] buffers of the tiled loss's row block;
-          `LOSS_BUFFERS`), and A = one microbatch's activations (the kept last microbatch is alive
+          `scale_plan.LOSS_BUFFERS`), and A = one microbatch's activations (the kept last microbatch is alive
           during the loss: accumulate.py);
   exact   the accumulated step with the tiled loss against the plain step with the dense N x N loss at
           a small N, same towers, same batch, same key: the loss and the largest relative gradient error;
@@ -36,8 +36,7 @@ from basic_core import state as state_lib
 from basic_core.configs import microbatching
 from basic_core.perf import compiled as compiled_lib
 from basic_core.perf import memory_grid, timing
-
-LOSS_BUFFERS = 3  # [T, N] float32 buffers alive in the tiled loss's backward block (measured: see growth)
+from basic_core.perf.scale_plan import LOSS_BUFFERS
 
 
 def step_config(config, n: int, micro: int, tile: int):

@@ -96,7 +96,7 @@ _MBCONV = {"none": (3, 6), "dots_saveable": (2, 2), "dots_with_no_batch_dims_sav
 # 34 bytes per channel measured at bfloat16, 41 at float32 (these counts: 36, 44); width is 8 bytes
 # measured at bfloat16, its float32 count assumed.
 _LIVE = dict(inner_in=(3, 1), inner_out=(3, 6), width=(2, 1), entry=(2, 1), stem=(2, 6))
-_LOSS_BUFFERS = 3  # [T, N] float32 buffers live in the loss (measured: tiled and dense)
+LOSS_BUFFERS = 3  # [T, N] float32 buffers live in the loss (measured: tiled and dense; perf/scale.py)
 _PIXEL_COPIES = 3
 
 
@@ -216,7 +216,7 @@ def plan(config, data: int, model: int) -> dict:
       optimizer=sharding.bytes_per_device(state["opt_state"], specs["opt_state"], mesh_shape),
       batch=n * (3 * size * size + 4 * length) / data,
       embeddings=2 * n * d * 4 * 2 / data + 2 * n * d * 4,
-      loss=_LOSS_BUFFERS * n * tile * 4 / data,
+      loss=LOSS_BUFFERS * n * tile * 4 / data,
       activations=activation_bytes(config, micro / data, split),
   )
   breakdown = {k: int(v) for k, v in breakdown.items()}

@@ -9,8 +9,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-all tiny sweep figures notebooks strip-notebooks theory bench bench-gpu plan-check \
-	gpu-wheels clean
+.PHONY: setup lint test test-all tiny sweep figures summaries fn-rates notebooks strip-notebooks theory bench \
+	bench-gpu plan-check gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -47,9 +47,27 @@ figures: setup
 	$(PY) -m paper_figures.theory_figures --results paper_figures/data/sweep_default.csv --out paper_figures/figures
 	$(PY) -m paper_figures.memory_figure --rows paper_figures/data/memory_tiny.jsonl --out paper_figures/figures/memory_vs_batch.png
 	$(PY) -m paper_figures.theory_figures --data theory/figures --out theory/figures
+	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_grid.csv \
+	    --probes paper_figures/data/negatives_grid_probes.csv --summary paper_figures/data/negatives_grid_summary.json \
+	    --fn-rates paper_figures/data/false_negatives.jsonl --out paper_figures/figures
 	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_pilot.csv \
-	    --probes paper_figures/data/negatives_pilot_probes.csv \
-	    --bounds paper_figures/data/negatives_pilot_bounds/*.json --out paper_figures/figures
+	    --probes paper_figures/data/negatives_pilot_probes.csv --summary paper_figures/data/negatives_pilot_summary.json \
+	    --bounds paper_figures/data/negatives_pilot_bounds/*.json --out paper_figures/figures/negatives_pilot
+
+# The committed summaries of the batch-size sweeps, recomputed from their committed results (trend fits with
+# one intercept per seed; experiments/README.md).
+SUMMARIZED := sweep_default sweep_default_steps paper_regime
+summaries: setup
+	for n in $(SUMMARIZED); do $(PY) -m experiments.batch_size_sweep --results paper_figures/data/$$n.csv \
+	    --out runs/summaries/$$n --summary paper_figures/data/$${n}_summary.json || exit 1; done
+
+# The false-negative rate of each built-in world at G = 4 .. 65,536 (paper_figures/data/false_negatives.jsonl;
+# basic_core/data/false_negatives.py), 32,768 rows or one group each; about 5 minutes on 2 cores.
+FN_GROUPS := 4 16 64 256 1024 4096 16384 65536
+fn-rates: setup
+	rm -f paper_figures/data/false_negatives.jsonl
+	for w in scenes objects; do for g in $(FN_GROUPS); do $(PY) -m basic_core.data fn-rate --world $$w \
+	    --group-size $$g --rows 32768 --json >> paper_figures/data/false_negatives.jsonl || exit 1; done; done
 
 # Every notebook, headless, on its default inputs (executed copies in runs/notebooks/).
 notebooks: setup
@@ -60,7 +78,7 @@ strip-notebooks: setup
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace \
 	    --ClearOutputPreprocessor.remove_metadata_fields='{"collapsed", "scrolled", "execution"}' notebooks/*.ipynb
 
-# Our train step's throughput in the three modes of the OpenCLIP comparison (README, "Performance").
+# Our train step's throughput in the three modes of the OpenCLIP comparison (basic_core/perf/README.md, "Performance vs OpenCLIP").
 bench: setup
 	$(PY) -m basic_core.bench throughput --config peer-vit
 

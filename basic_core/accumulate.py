@@ -39,8 +39,8 @@ from basic_core.models.layers import constrain
 
 # embed_fn(params, batch, example_keys) -> (image_emb [B, D], text_emb [B, D])
 EmbedFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array]]
-# head_loss_fn(image_emb [N, D], text_emb [N, D], params) -> scalar loss
-HeadLossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
+# head_loss_fn(image_emb [N, D], text_emb [N, D], params) -> scalar loss, or (loss, aux) with has_aux
+HeadLossFn = Callable[[jax.Array, jax.Array, Any], Any]
 
 
 def example_keys(key: jax.Array, index_B: jax.Array) -> jax.Array:
@@ -63,20 +63,24 @@ def microbatch(tree, k: int, j):
 
 
 def naive_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, params, batch: dict,
-                         key: jax.Array):
-  """Plain full-batch `value_and_grad`: activations of all N examples live at once."""
+                         key: jax.Array, *, has_aux: bool = False):
+  """Plain full-batch `value_and_grad`: activations of all N examples live at once. With `has_aux`,
+  `head_loss_fn` returns (loss, aux) and so does the value, as in `jax.value_and_grad`."""
   keys = example_keys(key, jnp.arange(jax.tree.leaves(batch)[0].shape[0]))
 
   def loss_fn(p):
     image_emb, text_emb = embed_fn(p, batch, keys)
     return head_loss_fn(image_emb, text_emb, p)
 
-  return jax.value_and_grad(loss_fn)(params)
+  return jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
 
 
 def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, params, batch: dict,
-                               key: jax.Array, num_microbatches: int):
-  """The BASIC step: same value and gradient as `naive_value_and_grad`, activations of M examples."""
+                               key: jax.Array, num_microbatches: int, *, has_aux: bool = False):
+  """The BASIC step: same value and gradient as `naive_value_and_grad`, activations of M examples.
+
+  With `has_aux`, the aux output (a loss estimator's next state, losses.py) comes from step 2, the one
+  loss on the whole batch's embeddings: the same as the naive step's, whatever K."""
   k = num_microbatches
   n = jax.tree.leaves(batch)[0].shape[0]
   m = n // k
@@ -103,8 +107,8 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
   image_NxD, text_NxD = (constrain(e.reshape(n, -1), ("batch",)) for e in embs)
 
   # 2. The loss once, over the whole contrastive batch; the gradient cache.
-  loss, (d_image_NxD, d_text_NxD, head_grads) = jax.value_and_grad(head_loss_fn, argnums=(0, 1, 2))(
-      image_NxD, text_NxD, params)
+  value, (d_image_NxD, d_text_NxD, head_grads) = jax.value_and_grad(
+      head_loss_fn, argnums=(0, 1, 2), has_aux=has_aux)(image_NxD, text_NxD, params)
 
   # 3. Back-propagate each microbatch's slice of the cache: the kept one through its activations, the
   #    others recomputed. The head gradients (temperature, bias; zero for the towers) seed the sum, so
@@ -119,7 +123,7 @@ def accumulated_value_and_grad(embed_fn: EmbedFn, head_loss_fn: HeadLossFn, para
     (g,) = vjp(microbatch(cache, k, j))
     return jax.tree.map(jnp.add, grads, g)
 
-  return loss, jax.lax.fori_loop(0, rest, backward, grads)
+  return value, jax.lax.fori_loop(0, rest, backward, grads)
 
 
 def keeps_last_microbatch(k: int) -> bool:

@@ -3,7 +3,8 @@ train step. The tools live in basic_core/perf/ (this command's front-end: `perf.
 
 import sys
 
+from analysis import cli
 from basic_core.perf.cli import bench_main as main
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -17,11 +17,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from basic_core.configs.base import base_config
+
 # Keys that may differ between the run that wrote a workdir and the one resuming it: they change how a
 # run is reported, not what it computes. `train.steps` may grow to extend a run (its schedule changes).
 RESUMABLE_DIFFERENCES = (
     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
-    "train.progress", "train.steps", "eval.num_images", "eval.num_pairs",
+    "train.progress", "train.steps", "eval.num_images", "eval.num_pairs", "eval.control",
 )
 
 
@@ -53,9 +55,11 @@ def check_config(workdir: Path, config) -> list[str]:
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True))
     return []
-  saved = flatten(json.loads(path.read_text()))
-  now = flatten(current)
-  differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  saved = _comparable(flatten(json.loads(path.read_text())))
+  now = _comparable(flatten(current))
+  defaults = flatten(config_json(base_config()))
+  # A key added since the run began, at its default, changes nothing the run computed.
+  differing = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
   blocking = [k for k in differing if k not in RESUMABLE_DIFFERENCES]
   if blocking:
     detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in blocking[:8])
@@ -65,6 +69,13 @@ def check_config(workdir: Path, config) -> list[str]:
   if differing:
     path.write_text(json.dumps(current, indent=2, sort_keys=True))
   return differing
+
+
+def _comparable(flat: dict) -> dict:
+  """The older key data.name read as data.world (configs.world_name), so renaming it is no difference."""
+  if flat.get("data.name"):
+    flat = flat | {"data.world": flat["data.name"], "data.name": ""}
+  return flat
 
 
 class Checkpointer:

@@ -15,7 +15,6 @@ final weights, without augmentation, with the model's own temperature (`contrast
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from analysis import cli
 from basic_core import data, sharding
 from basic_core import state as state_lib
 from basic_core.augment import preprocess
@@ -34,7 +34,11 @@ from basic_core.losses import contrastive_loss
 
 
 def _in_chunks(fn, x: np.ndarray, chunk: int) -> np.ndarray:
-  """Applies a jitted `fn` to fixed-size chunks (the last one padded) so it compiles once."""
+  """Applies a jitted `fn` to fixed-size chunks (the last one padded) so it compiles once; fewer rows
+  than a chunk are padded to the next power of two only (one compile per size bucket)."""
+  if not len(x):
+    raise ValueError("nothing to encode (no rows)")
+  chunk = min(chunk, 1 << (len(x) - 1).bit_length())
   out = []
   for start in range(0, len(x), chunk):
     part = x[start:start + chunk]
@@ -78,8 +82,14 @@ class Encoder:
 
 def class_embeddings(encoder: Encoder, tokenizer, classnames, templates) -> np.ndarray:
   """[C, D]: per class, the re-normalised mean of its normalised prompt embeddings."""
-  prompts = [t.format(c) for c in classnames for t in templates]
-  emb_CxTxD = encoder.texts(tokenizer.encode(prompts)).reshape(len(classnames), len(templates), -1)
+  return prompt_embeddings(encoder, tokenizer, [[t.format(c) for t in templates] for c in classnames])
+
+
+def prompt_embeddings(encoder: Encoder, tokenizer, prompts_per_class: list[list[str]]) -> np.ndarray:
+  """[C, D]: `class_embeddings` for classes that each have their own prompts (as many per class)."""
+  flat = [p for prompts in prompts_per_class for p in prompts]
+  num_classes, per_class = len(prompts_per_class), len(prompts_per_class[0])
+  emb_CxTxD = encoder.texts(tokenizer.encode(flat)).reshape(num_classes, per_class, -1)
   mean_CxD = emb_CxTxD.mean(axis=1)
   return mean_CxD / np.linalg.norm(mean_CxD, axis=1, keepdims=True)
 
@@ -91,7 +101,7 @@ def topk_accuracy(scores_NxC: np.ndarray, labels_N: np.ndarray, k: int) -> float
 
 
 def zero_shot(encoder: Encoder, tokenizer, task) -> dict:
-  classes_CxD = class_embeddings(encoder, tokenizer, task.classnames, task.templates)
+  classes_CxD = prompt_embeddings(encoder, tokenizer, task.prompts())
   scores = encoder.images(task.images) @ classes_CxD.T
   return dict(top1=topk_accuracy(scores, task.labels, 1), top5=topk_accuracy(scores, task.labels, 5))
 
@@ -170,14 +180,38 @@ def contrastive_metrics(heldout: tuple[np.ndarray, np.ndarray], trained: tuple[n
   out["bias"] = out["heldout_loss_at_group"] - np.log(group_size) - out["heldout_loss_offset_all"]
   out["kappa"] = float(bias_constant(*held, jnp.float32(logit_scale)))
   out["bias_predicted"] = out["kappa"] * (1.0 / group_size - 1.0 / n)
-  return out
+  return out | split_bias_check(held, logit_scale, group_size)
 
 
-def evaluate(fns, params, tokenizer, suite, trained_pairs: dict, eval_config, *, group_size: int) -> dict:
+def split_bias_check(heldout: tuple[np.ndarray, np.ndarray], logit_scale: float, group_size: int) -> dict:
+  """Proposition 1 tested out of sample: kappa estimated on the first half of the held-out pairs, the
+  bias L_G - L_{n/2} measured on the second half, and kappa (1/G - 2/n) predicted for it.
+
+  `bias_predicted` above uses the same pairs for kappa and for the bias, so measured / predicted near 1 is
+  close to a delta-method identity for ANY fixed embeddings; here the two halves are independent draws,
+  so a wrong kappa (or a model the expansion does not fit) shows as a ratio away from 1. Agreement is a
+  statement about a fixed model's objective, not about learning: run it on an untrained model too
+  (`eval.control`). NaN when G exceeds half of the pairs.
+  """
+  half = len(heldout[0]) // 2
+  first = (heldout[0][:half], heldout[1][:half])
+  second = (heldout[0][half:2 * half], heldout[1][half:2 * half])
+  if group_size > half:
+    return dict(kappa_split=float("nan"), bias_split=float("nan"), bias_predicted_split=float("nan"))
+  kappa = float(bias_constant(*first, jnp.float32(logit_scale)))
+  at_group = loss_at_batch(*second, logit_scale, group_size) - np.log(group_size)
+  at_half = loss_at_batch(*second, logit_scale, half) - np.log(half)
+  return dict(kappa_split=kappa, bias_split=at_group - at_half,
+              bias_predicted_split=kappa * (1.0 / group_size - 1.0 / half))
+
+
+def evaluate(fns, params, tokenizer, suite, trained_pairs: dict, eval_config, *, group_size: int,
+             control_params=None) -> dict:
   """Every metric of one model as a flat dict (names used by metrics.jsonl and results.csv).
 
   `trained_pairs` (image, text) are pairs the run trained on (`data.trained_pairs`); `group_size` is
   the number of pairs each training loss saw (loss.group_size, or the contrastive batch).
+  `control_params` (the run's initial weights) add `control_*`: `split_bias_check` on an untrained model.
   """
   batch = int(eval_config.batch_size)
   encoder = Encoder(fns, params, chunk=batch)
@@ -185,6 +219,11 @@ def evaluate(fns, params, tokenizer, suite, trained_pairs: dict, eval_config, *,
   seen = encoder.images(trained_pairs["image"]), encoder.texts(trained_pairs["text"])
   out = dict(logit_scale=encoder.logit_scale, eval_batch_size=batch)
   out.update(contrastive_metrics(held, seen, encoder.logit_scale, eval_batch=batch, group_size=group_size))
+  if control_params is not None:
+    control = Encoder(fns, control_params, chunk=batch)
+    held_0 = control.images(suite.heldout["image"]), control.texts(suite.heldout["text"])
+    check = split_bias_check(held_0, control.logit_scale, group_size)
+    out.update({f"control_{k}": v for k, v in check.items()})
   out.update({f"retrieval_{k}": v for k, v in retrieval(*held).items()})
   for task in suite.tasks:
     for k, v in zero_shot(encoder, tokenizer, task).items():
@@ -215,19 +254,21 @@ class Trained(NamedTuple):
   data_state: dict  # the training pipeline's position: which pairs the run trained on
 
 
-def load(workdir: Path) -> Trained:
-  """The latest checkpoint of a training workdir (`state.restore`), ready for `Encoder` / `evaluate`."""
-  config, restored, meta, step = state_lib.restore(workdir)
+def load(workdir: Path, step: int | None = None) -> Trained:
+  """Checkpoint `step` (default: the newest) of a training workdir (`state.restore`), ready for
+  `Encoder` / `evaluate`."""
+  config, restored, meta, step = state_lib.restore(workdir, step)
   return Trained(config, restored.fns, sharding.to_host(restored.state["params"]),
                  data.tokenizer_from_json(meta["tokenizer"]), step, meta["data"])
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, type=Path)
+  parser = cli.Parser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, type=cli.existing_dir)
   parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
   args = parser.parse_args(argv)
-  run = load(args.workdir)
+  with cli.blame("--workdir"):
+    run = load(args.workdir)
   suite = data.eval_suite(run.config, run.tokenizer)
   pipeline = data.train_pipeline(run.config, run.tokenizer)
   pipeline.set_state(run.data_state)
@@ -246,4 +287,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -4,7 +4,8 @@ mesh, on paper (`basic_core.perf.scale_plan`), and with `--measure` as XLA compi
 
 import sys
 
+from analysis import cli
 from basic_core.perf.cli import plan_main as main
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -16,7 +16,7 @@ import jax
 import optax
 from flax import nnx
 
-from basic_core import checkpoint, optim, sharding
+from basic_core import checkpoint, losses, optim, sharding
 from basic_core.configs import get_config, renamed
 from basic_core.models import build_model
 from basic_core.step import ModelFns, init_state, split_model
@@ -27,7 +27,7 @@ class TrainState:
   """What a train step needs besides the batch."""
   fns: ModelFns
   tx: optax.GradientTransformation
-  state: dict  # {step, params, opt_state}: arrays, or jax.ShapeDtypeStruct leaves when abstract
+  state: dict  # {step, params, opt_state[, estimator]}: arrays, or ShapeDtypeStruct leaves when abstract
   mesh: jax.sharding.Mesh | None = None
   sharding: Any = None  # NamedShardings shaped like `state` when placed on `mesh`
 
@@ -42,8 +42,9 @@ def build(config, *, abstract: bool = False, mesh: jax.sharding.Mesh | None = No
   model = nnx.eval_shape(make) if abstract else make()
   fns, params = split_model(model, dropout=bool(config.model.dropout), augment=config.data.augment)
   tx = optim.make_optimizer(config.optim, config.train)
-  state = (jax.eval_shape(lambda p: init_state(p, tx), params) if abstract
-           else init_state(params, tx))
+  new_state = lambda p: init_state(p, tx, losses.init_estimator_state(  # noqa: E731
+      config.loss, pool_size=config.data.num_train, embed_dim=config.model.embed_dim))
+  state = jax.eval_shape(new_state, params) if abstract else new_state(params)
   if mesh is None:
     return TrainState(fns, tx, state)
   shardings = sharding.state_shardings(state, mesh, sharding.config_rules(config.mesh))

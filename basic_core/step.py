@@ -20,7 +20,7 @@ from flax import nnx
 
 from basic_core import accumulate
 from basic_core.augment import preprocess
-from basic_core.losses import make_loss_fn
+from basic_core.losses import make_estimator_loss_fn
 from basic_core.optim import in_image_tower
 
 
@@ -53,7 +53,8 @@ class ModelFns:
             model.encode_text(batch["text"], key=text_keys))
 
   def head_loss(self, loss_fn: Callable) -> Callable:
-    """`(image_emb, text_emb, params) -> loss`: the loss with the model's temperature and bias."""
+    """`(image_emb, text_emb, params) -> loss_fn(image_emb, text_emb, temperature, bias)`: the loss with
+    the model's temperature and bias."""
 
     def fn(image_emb, text_emb, params):
       model = self.merge(params)
@@ -80,8 +81,13 @@ def split_model(model: nnx.Module, *, dropout: bool, augment: bool) -> tuple[Mod
   return ModelFns(graphdef, rest, dropout=dropout, augment=augment), params
 
 
-def init_state(params, tx: optax.GradientTransformation) -> dict:
-  return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+def init_state(params, tx: optax.GradientTransformation, estimator: dict | None = None) -> dict:
+  """{step, params, opt_state}, and the loss estimator's state (losses.init_estimator_state) if it has
+  one: kept, donated and checkpointed with the rest."""
+  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  if estimator is not None:
+    state["estimator"] = estimator
+  return state
 
 
 def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, loss_config, *, seed: int,
@@ -90,8 +96,10 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, loss_config
 
   `microbatches` K > 1 runs BASIC's accumulated step (accumulate.py) over K microbatches of the batch;
   K = 1 the plain step. `seed` keys every random number of the run (`fold_in(key(seed), step)`).
+  The loss's estimator (loss.estimator) reads and returns `state["estimator"]` and, for SogCLR, each
+  row's pool index `batch["index"]`; it is updated once a step, from the whole batch's embeddings.
   """
-  head_loss = fns.head_loss(make_loss_fn(loss_config))
+  loss_fn = make_estimator_loss_fn(loss_config)
   base_key = jax.random.key(seed)
 
   def embed(params, batch, keys):
@@ -99,16 +107,22 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation, loss_config
 
   def step(state, batch):
     key = jax.random.fold_in(base_key, state["step"])
+    head_loss = fns.head_loss(
+        lambda i, t, s, b: loss_fn(i, t, s, b, state.get("estimator"), batch.get("index")))
     if microbatches == 1:
-      loss, grads = accumulate.naive_value_and_grad(embed, head_loss, state["params"], batch, key)
+      (loss, estimator), grads = accumulate.naive_value_and_grad(
+          embed, head_loss, state["params"], batch, key, has_aux=True)
     else:
-      loss, grads = accumulate.accumulated_value_and_grad(
-          embed, head_loss, state["params"], batch, key, microbatches)
+      (loss, estimator), grads = accumulate.accumulated_value_and_grad(
+          embed, head_loss, state["params"], batch, key, microbatches, has_aux=True)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads),
                    logit_scale=fns.merge(params).logit_scale())
-    return dict(step=state["step"] + 1, params=params, opt_state=opt_state), metrics
+    next_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
+    if estimator is not None:
+      next_state["estimator"] = estimator
+    return next_state, metrics
 
   return step
 

@@ -25,10 +25,12 @@ import jax
 import tqdm
 from tensorboardX import SummaryWriter
 
+from analysis import cli
 from basic_core import checkpoint, data, distributed, evaluate, hostmem, optim, pretrain, sharding
 from basic_core import state as state_lib
 from basic_core import step as step_lib
 from basic_core.configs import ConfigError, get_config, loss_group_size, microbatching
+from basic_core.data.datasets import train_and_test
 from basic_core.workdir_lock import WorkdirLocked, hold_workdir
 
 
@@ -103,6 +105,17 @@ def check_tokenizer(tokenizer, model_config) -> None:
                       f"{model_config.text.vocab_size}")
 
 
+def check_estimator_pool(config) -> None:
+  """Refuses a SogCLR run whose pool has more pairs than its per-pair table (data.num_train rows)."""
+  if config.loss.estimator != "sogclr":
+    return
+  pool = len(train_and_test(config)[0])
+  if pool > config.data.num_train:
+    raise ConfigError(f"loss.estimator=sogclr keeps one estimate per training pair in data.num_train="
+                      f"{config.data.num_train} rows, but the training data has {pool} pairs: set "
+                      f"data.num_train={pool}")
+
+
 def check_evaluable(config, suite) -> None:
   """Refuses, before any training, a run whose final evaluation could not run: fewer usable held-out
   pairs (damaged samples are skipped) than the fixed evaluation batch."""
@@ -139,6 +152,7 @@ def train(config, workdir: Path) -> dict:
   tokenizer = data.get_tokenizer(config.data, config.model.text.context)
   check_tokenizer(tokenizer, config.model)
   check_evaluable(config, _eval_suite(config, tokenizer))
+  check_estimator_pool(config)
   ts = state_lib.build(config, mesh=mesh)
   # One writer: process 0 holds the workdir's lock for the whole run (a second trainer stops at once).
   with hold_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
@@ -239,8 +253,9 @@ def _meta(pipeline, tokenizer, config) -> dict:
 def _evaluate(fns, state, tokenizer, config, pipeline) -> dict:
   suite = _eval_suite(config, tokenizer)
   trained = data.trained_pairs(pipeline, len(suite.heldout["text"]), tokenizer.encode)
+  control = sharding.to_host(state_lib.build(config).state["params"]) if config.eval.control else None
   return evaluate.evaluate(fns, sharding.to_host(state["params"]), tokenizer, suite, trained, config.eval,
-                           group_size=loss_group_size(config))
+                           group_size=loss_group_size(config), control_params=control)
 
 
 def _probe(fns, state, tokenizer, config, pipeline) -> dict:
@@ -265,11 +280,11 @@ def _eval_suite(config, tokenizer):
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.Parser(description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", required=True, help="preset name (tiny, small, peer-vit, basic-s, ...)")
-  parser.add_argument("--workdir", required=True, type=Path)
-  parser.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
+  parser.add_argument("--workdir", required=True, type=cli.out_dir)
+  parser.add_argument("--steps", type=cli.number(int, gt=0), help="shorthand for --set train.steps=N")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config key, e.g. --set model.text.layers=4 (repeatable)")
   distributed.add_arguments(parser)

@@ -27,7 +27,6 @@ trend in N is that bias, not generalization.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -35,16 +34,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import cli, stats
+from analysis.stats import add_means
 from basic_core.workdir_lock import WorkdirLocked
-from experiments import negatives, ray_backend, stats
+from experiments import negatives, ray_backend
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
-from experiments.stats import add_means
 
 GAPS = ("gap_sample", "gap_offset_all", "gap_fixed_eval", "gap_population")
 
 
-def summarize_sweep(df: pd.DataFrame, out: Path) -> dict:
+def summarize_sweep(df: pd.DataFrame, out: Path, summary_path: Path | None = None) -> dict:
+  """OUT/summary.csv (means with intervals per batch size) and the trend fits, written to summary_path
+  (default OUT/summary.json)."""
   df = add_means(df)
   metrics = [m for m in GAPS + ("heldout_loss", "train_loss_at_eval_batch", "zeroshot_mean_top1",
                                 "zeroshot_robustness_mean_top1", "retrieval_i2t_r1", "retrieval_t2i_r1")
@@ -62,7 +64,7 @@ def summarize_sweep(df: pd.DataFrame, out: Path) -> dict:
       trends.append(dict(zip(by[:-1], keys), **stats.trend(group, metric)))
   summary = dict(runs=len(df), batch_sizes=sorted(df["batch_size"].unique().tolist()),
                  seeds=sorted(df["seed"].unique().tolist()), trends=trends)
-  (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+  (summary_path or out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
   return summary
 
 
@@ -78,14 +80,15 @@ def print_report(df: pd.DataFrame, summary: dict) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = cli.Parser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (required unless --status)")
-  parser.add_argument("--out", required=True, type=Path)
-  parser.add_argument("--jobs", type=int, help="runs at once: parallel processes (default 1); with --backend "
-                      "ray, at most this many in flight (default: as the cluster allows) and the CPUs "
-                      "of a local Ray started for the sweep (times --cpus-per-run)")
-  parser.add_argument("--batch-sizes", help="override the preset's, e.g. 16,64,256")
-  parser.add_argument("--seeds", help="override the preset's, e.g. 0,1,2")
+  parser.add_argument("--out", required=True, type=cli.out_dir)
+  parser.add_argument("--jobs", type=cli.number(int, gt=0),
+                      help="runs at once: parallel processes (default 1); with --backend ray, at most this "
+                      "many in flight (default: as the cluster allows) and the CPUs of a local Ray started "
+                      "for the sweep (times --cpus-per-run)")
+  parser.add_argument("--batch-sizes", type=cli.ints(ge=1), help="override the preset's, e.g. 16,64,256")
+  parser.add_argument("--seeds", type=cli.ints(ge=0), help="override the preset's, e.g. 0,1,2")
   parser.add_argument("--no-figures", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -93,10 +96,17 @@ def main(argv=None) -> int:
                       "'.[cluster]'; OUT on a filesystem every node sees)")
   parser.add_argument("--address", help="Ray cluster to use: auto (the one this node is in) or HOST:PORT; "
                       "default: a local Ray started for the sweep")
-  parser.add_argument("--cpus-per-run", type=float, default=1, help="Ray resource request (default 1)")
-  parser.add_argument("--gpus-per-run", type=float, default=0, help="Ray resource request (default 0)")
-  parser.add_argument("--max-retries", type=int, default=3,
+  parser.add_argument("--cpus-per-run", type=cli.number(float, gt=0), default=1,
+                      help="Ray resource request (default 1)")
+  parser.add_argument("--gpus-per-run", type=cli.number(float, ge=0), default=0,
+                      help="Ray resource request (default 0)")
+  parser.add_argument("--max-retries", type=cli.number(int, ge=0), default=3,
                       help="Ray: retries of a run whose worker or trainer was killed (default 3)")
+  parser.add_argument("--results", type=cli.csv_with("batch_size", "seed"),
+                      help="analyse this results.csv (e.g. a committed one) instead of running a sweep: "
+                      "OUT/summary.csv and --summary")
+  parser.add_argument("--summary", type=cli.out_file, help="with --results: write the summary JSON here "
+                      "(default OUT/summary.json)")
   parser.add_argument("--status", action="store_true",
                       help="print done / running / failed / pending per run of OUT's sweep; start nothing")
   args = parser.parse_args(argv)
@@ -106,8 +116,14 @@ def main(argv=None) -> int:
       return 2
     ray_backend.print_status(args.out)
     return 0
+  if args.results:
+    with cli.blame("--results"):
+      df = pd.read_csv(args.results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print_report(df, summarize_sweep(df, args.out, args.summary))
+    return 0
   if args.preset is None:
-    parser.error("--preset is required (unless --status)")
+    parser.error("--preset is required (unless --status or --results)")
   if args.preset not in PRESETS:
     print(f"error: unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}", file=sys.stderr)
     return 2
@@ -116,7 +132,7 @@ def main(argv=None) -> int:
     for field in ("batch_sizes", "seeds"):
       value = getattr(args, field)
       if value:
-        sweep = dataclasses.replace(sweep, **{field: tuple(int(x) for x in value.split(","))})
+        sweep = dataclasses.replace(sweep, **{field: value})
     backend = None
     if args.backend == "ray":
       ray_backend.import_ray()  # before anything is written
@@ -130,7 +146,7 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   if len(sweep.group_sizes) > 1:
-    return report_negatives(df, args.out, figures=not args.no_figures)
+    return report_negatives(df, args.out, sweep, figures=not args.no_figures)
   summary = summarize_sweep(df, args.out)
   print_report(df, summary)
   if not args.no_figures:
@@ -140,19 +156,21 @@ def main(argv=None) -> int:
   return 0
 
 
-def report_negatives(df: pd.DataFrame, out: Path, *, figures: bool) -> int:
-  """summary.json, the verdicts and the figures of a sweep over loss group sizes G."""
+def report_negatives(df: pd.DataFrame, out: Path, sweep, *, figures: bool) -> int:
+  """summary.json, the verdicts and the figures of a sweep over loss group sizes G, with the analysis
+  choices its preset fixed (margins, matched-fit level)."""
   probes_csv = out / "probes.csv"
   probes = pd.read_csv(probes_csv) if probes_csv.exists() else None
-  summary = negatives.write_summary(df, probes, out / "summary.json")
-  for sentence in summary["verdicts"]:
-    print(sentence)
+  summary = negatives.write_summary(df, probes, out / "summary.json", margins=dict(sweep.margins),
+                                    iso_fit_level=sweep.iso_fit_level)
+  negatives.print_report(summary, df)
   if figures:
     from paper_figures import negatives_figures
-    for path in negatives_figures.draw_all(out / "results.csv", out / "figures", probes_csv):
+    for path in negatives_figures.draw_all(out / "results.csv", out / "figures", probes_csv,
+                                           out / "summary.json"):
       print(f"figure: {path}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -53,6 +53,12 @@ class Sweep:
   group_sizes: tuple[int, ...] = (0,)  # loss.group_size values; 0 = the whole batch
   data_modes: tuple[str, ...] = ("pool",)  # pool (m = num_train pairs, repeated) | fresh (never repeated)
   temperatures: tuple[float, ...] = (0.0,)  # 0 = learned (from model.temperature_init); t > 0 = frozen at t
+  world: str = "scenes"  # data.world of every run (basic_core/worlds)
+  data_seed_per_seed: bool = False  # data.seed = seed: each seed draws its own pool, held-out pairs, tasks
+  parts: tuple[Sweep, ...] = ()  # more arms, run into the same folder and analysed with this one
+  # Analysis choices, fixed before the runs (experiments/negatives.py reads them):
+  margins: tuple[tuple[str, float], ...] = ()  # (metric, equivalence margin per doubling, metric's unit)
+  iso_fit_level: float = 0.5  # primary matched-fit level: this fraction of the fit range all runs share
 
   def __post_init__(self):
     if self.budget not in ("samples", "steps"):
@@ -71,18 +77,31 @@ _EVAL = ("eval.batch_size=256", "eval.num_pairs=1024", "eval.num_images=512", "t
 _NEGATIVES_EVAL = ("eval.batch_size=256", "eval.num_pairs=8192", "data.num_test=8192", "eval.num_images=512",
                    "train.progress=False", "train.checkpoint_every=100", "train.log_every=20")
 
+# The testbed grid and its smoke: `tiny` with 8x8 patches (16 image tokens: 3x cheaper than 4x4 and, in the
+# pilots, better: image-to-text R@1 0.18 against 0.07 after 150 steps) and a text context for the objects
+# world's captions (up to 33 tokens); 300 steps (position is learned between 150 and 300); probes every 10%
+# of training; the split-half bias check on the untrained model too (eval.control).
+_OBJECTS_MODEL = ("model.text.context=36", "model.image.vit.patch=8")
+_GRID_G, _GRID_SEEDS, _GRID_STEPS = (4, 16, 64, 256, 1024), (0, 1, 2, 3, 4), 300
+_GRID_EVAL = ("eval.batch_size=256", "eval.num_pairs=8192", "data.num_test=8192", "eval.num_images=512",
+              "train.progress=False", "train.checkpoint_every=30", "train.log_every=15",
+              f"eval.probe_every={_GRID_STEPS // 10}", "eval.probe_pairs=2048", "eval.control=True")
+_SMOKE_EVAL = ("eval.batch_size=256", "eval.num_pairs=2048", "data.num_test=2048", "eval.num_images=128",
+               "train.progress=False", "train.checkpoint_every=30", "train.log_every=10",
+               "eval.probe_every=10", "eval.probe_pairs=1024", "eval.control=True")
+
 PRESETS = {
-    # Under 3 minutes on a 2-core CPU: the tests and the README's first command use it.
+    # Under 3 minutes on a 2-core CPU: the tests use it.
     "smoke": Sweep(name="smoke", batch_sizes=(16, 64, 256), samples=256 * 12,
                    overrides=_EVAL + ("data.num_train=4096", "data.num_test=512", "eval.num_pairs=512",
                                       "eval.num_images=256", "train.checkpoint_every=8",
                                       "train.log_every=4")),
-    # 8m36s on a quiet 2-core CPU (measured): the committed figures and README table.
+    # 8m36s on a quiet 2-core CPU (measured): the committed figures and experiments/README.md's table.
     "default": Sweep(name="default", batch_sizes=(16, 32, 64, 128, 256, 512), samples=512 * 40,
                      overrides=_EVAL + ("data.num_train=8192", "data.num_test=1024",
                                         "train.checkpoint_every=50", "train.log_every=10")),
     # 16..4096, 5 seeds, data and model scaling crossed with batch size: 600x the pairs of `default`,
-    # about 3.6 days on a 2-core CPU at its rate (an estimate, README).
+    # about 3.6 days on a 2-core CPU at its rate (an estimate, experiments/README.md).
     "full": Sweep(name="full", batch_sizes=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
                   seeds=(0, 1, 2, 3, 4), samples=4096 * 200, num_train=(8192, 32768),
                   models=("xs", "s", "m"),
@@ -93,22 +112,40 @@ PRESETS = {
                            steps=200, overrides=_EVAL + ("data.num_train=8192", "data.num_test=1024",
                                                          "train.checkpoint_every=50",
                                                          "train.log_every=10")),
-    # Negatives alone: fixed optimizer batch B = 256, G in 4..256, 40 steps, fresh pairs, temperature frozen
-    # at 0.07; its figure shows the objective's bias ~ kappa / G against theory. Under 3 minutes here.
-    "negatives-smoke": Sweep(name="negatives-smoke", batch_sizes=(256,), group_sizes=(4, 16, 64, 256),
-                             seeds=(0,), budget="steps", steps=40, data_modes=("fresh",),
-                             temperatures=(0.07,), max_microbatch=256, overrides=_NEGATIVES_EVAL),
-    # B = 1024, G in 4..1024, 3 seeds paired across G, fresh vs a pool of m = 8192, temperature frozen at
-    # 0.07 and 0.1, 150 steps (a pool run sees each pair 18.75 times; a fresh run sees 153,600 pairs once).
+    # Negatives alone, in the objects world (no false negatives): fixed optimizer batch B = 256, G in 4, 16,
+    # 256, 30 steps, fresh pairs, temperature frozen at 0.07. `make sweep` (its time: README).
+    "negatives-smoke": Sweep(name="negatives-smoke", world="objects", batch_sizes=(256,),
+                             group_sizes=(4, 16, 256), seeds=(0,), budget="steps", steps=30,
+                             data_modes=("fresh",), temperatures=(0.07,), max_microbatch=256,
+                             overrides=_SMOKE_EVAL + _OBJECTS_MODEL),
+    # The first pilot, in the scenes world (kept with its committed results: paper_figures/data/
+    # negatives_pilot*, experiments/README.md says what it could not show). B = 1024, G in 4..1024, 3 seeds
+    # paired across G, fresh vs a pool of m = 8192, temperature frozen at 0.07 and 0.1, 150 steps.
     "negatives-pilot": Sweep(name="negatives-pilot", batch_sizes=(1024,), group_sizes=(4, 16, 64, 256, 1024),
                              seeds=(0, 1, 2), budget="steps", steps=150, num_train=(8192,),
                              data_modes=("fresh", "pool"), temperatures=(0.07, 0.1), max_microbatch=1024,
                              overrides=_NEGATIVES_EVAL + ("eval.probe_every=50",)),
-    # The full grid: 5 seeds, pools of 8192 and 65536 pairs (fresh runs ignore m), both temperatures.
-    "negatives": Sweep(name="negatives", batch_sizes=(1024,), group_sizes=(4, 16, 64, 256, 1024),
-                       seeds=(0, 1, 2, 3, 4), budget="steps", steps=150, num_train=(8192, 65536),
-                       data_modes=("fresh", "pool"), temperatures=(0.07, 0.1), max_microbatch=1024,
-                       overrides=_NEGATIVES_EVAL + ("eval.probe_every=50",)),
+    # The testbed grid (experiments/README.md): the objects world, B = 1024, 300 steps, G in 4..1024, 5
+    # seeds paired across G, each seed its own pool, held-out pairs and tasks (data.seed = seed); fresh pairs
+    # and pools of m = 8192 and 65,536 at T = 0.07 frozen; plus fresh pairs with the temperature learned, and
+    # the scenes world (false negatives grow with G) fresh at T = 0.07. Probes every 10% of training; the
+    # matched-fit level and the equivalence margins below were fixed before the runs.
+    "negatives": Sweep(name="negatives", world="objects", batch_sizes=(1024,), group_sizes=_GRID_G,
+                       seeds=_GRID_SEEDS, budget="steps", steps=_GRID_STEPS, num_train=(8192, 65536),
+                       data_modes=("fresh", "pool"), temperatures=(0.07,), max_microbatch=1024,
+                       data_seed_per_seed=True, overrides=_GRID_EVAL + _OBJECTS_MODEL,
+                       margins=(("gap_offset_all", 0.01), ("heldout_loss_offset_all", 0.01),
+                                ("zeroshot_mean_top1", 0.01), ("retrieval_i2t_r1", 0.005)),
+                       iso_fit_level=0.5,
+                       parts=(Sweep(name="negatives/learned-temperature", world="objects",
+                                    batch_sizes=(1024,),
+                                    group_sizes=_GRID_G, seeds=_GRID_SEEDS, budget="steps", steps=_GRID_STEPS,
+                                    data_modes=("fresh",), temperatures=(0.0,), max_microbatch=1024,
+                                    data_seed_per_seed=True, overrides=_GRID_EVAL + _OBJECTS_MODEL),
+                              Sweep(name="negatives/scenes-world", world="scenes", batch_sizes=(1024,),
+                                    group_sizes=_GRID_G, seeds=_GRID_SEEDS, budget="steps", steps=_GRID_STEPS,
+                                    data_modes=("fresh",), temperatures=(0.07,), max_microbatch=1024,
+                                    data_seed_per_seed=True, overrides=_GRID_EVAL + _OBJECTS_MODEL))),
     # BASIC's regime: batch = N (accumulation above 256), fixed steps, fresh pairs: more negatives and
     # more data together, zero-shot and robustness vs N.
     "paper-regime": Sweep(name="paper-regime", batch_sizes=(64, 256, 1024, 4096), seeds=(0, 1, 2),

@@ -12,11 +12,9 @@ killed run running.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import dataclasses
 import datetime
-import fcntl
 import json
 import math
 import os
@@ -27,6 +25,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from basic_core.workdir_lock import hold, holder
 from experiments import runner
 from experiments.presets import Sweep
 
@@ -66,31 +65,6 @@ def _checkpoint_step(workdir: Path) -> int:
   return max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0) if folder.exists() else 0
 
 
-@contextlib.contextmanager
-def _hold(path: Path):
-  """Holds `path` locked, naming this host and process in it. Blocking: a status probe holds it for
-  microseconds, a second driver's task for as long as the first driver's run of it lasts."""
-  with path.open("a+") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    f.truncate()
-    f.write(f"host {socket.gethostname()}, pid {os.getpid()}\n")
-    f.flush()
-    yield
-
-
-def _holder(path: Path) -> str | None:
-  """Who holds `path` (a live task), or None: a file left by a killed task is not held."""
-  if not path.exists():
-    return None
-  with path.open() as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-      return f.read().strip() or "a Ray task"
-  return None
-
-
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
@@ -109,7 +83,9 @@ def run_task(run: runner.Run, workdir: Path, jax_cache: str) -> None:
   """One run, in a Ray worker: its trainer in a child process (whose signal handlers need a main thread),
   the sweep's compiled-program cache unless the node sets its own."""
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", jax_cache)
-  with _hold(_running_path(workdir)):
+  # Waits for the lock: a status probe holds it for microseconds, a second driver's task for as long as
+  # the first driver's run of it lasts.
+  with hold(_running_path(workdir), wait=True):
     if runner.is_finished(workdir):  # another driver's task finished it while this one waited
       return
     step = _checkpoint_step(workdir)
@@ -194,11 +170,11 @@ def status(out: Path) -> list[tuple[str, str, str]]:
   for run in runner.plan_runs(sweep):
     workdir = out / "runs" / run.run_id
     step, steps = _checkpoint_step(workdir), run.config().train.steps
-    holder, failed = _holder(_running_path(workdir)), _failed_path(workdir)
+    task, failed = holder(_running_path(workdir)), _failed_path(workdir)
     if runner.is_finished(workdir):
       rows.append((run.run_id, "done", ""))
-    elif holder:
-      rows.append((run.run_id, "running", f"checkpoint step {step}/{steps}, {holder}"))
+    elif task is not None:
+      rows.append((run.run_id, "running", f"checkpoint step {step}/{steps}, {task or 'a Ray task'}"))
     elif failed.exists():
       rows.append((run.run_id, "failed", json.loads(failed.read_text())["error"]))
     else:

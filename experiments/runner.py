@@ -41,23 +41,27 @@ class Run:
   group_size: int = 0  # loss.group_size (0 = the whole batch)
   data_mode: str = "pool"
   temperature: float = 0.0  # 0 = learned
+  world: str = "scenes"
 
   def config(self):
     return get_config(self.config_name, self.overrides)
 
   @property
   def run_id(self) -> str:
-    """`model-m<pool>-N<batch>[-G<group>][-fresh][-T<temperature>]-s<seed>-<config hash>`."""
+    """`[world-]model-m<pool>-N<batch>[-G<group>][-fresh][-T<temperature>]-s<seed>-<config hash>` (the
+    world named unless it is the first one, scenes)."""
     digest = hashlib.sha1(self.config().to_json().encode()).hexdigest()[:8]
     extra = ((f"-G{self.group_size}" if self.group_size else "")
              + ("-fresh" if self.data_mode == "fresh" else "")
              + (f"-T{self.temperature:g}" if self.temperature else ""))
     pool = "" if self.data_mode == "fresh" else f"-m{self.num_train}"
-    return f"{self.model}{pool}-N{self.batch_size}{extra}-s{self.seed}-{digest}"
+    world = "" if self.world == "scenes" else f"{self.world}-"
+    return f"{world}{self.model}{pool}-N{self.batch_size}{extra}-s{self.seed}-{digest}"
 
 
 def plan_runs(sweep: Sweep) -> list[Run]:
-  """Every run of the grid, checked before anything starts (bad sizes fail here, not mid-sweep)."""
+  """Every run of the grid and of its parts, checked before anything starts (bad sizes fail here, not
+  mid-sweep)."""
   runs = []
   base = get_config(sweep.config, sweep.overrides)
   # Seeds outermost: a sweep stopped early has every condition for its first seeds (a balanced design).
@@ -78,13 +82,16 @@ def plan_runs(sweep: Sweep) -> list[Run]:
         f"optim.warmup_steps={max(1, round(sweep.warmup_frac * steps))}", f"seed={seed}",
         f"train.checkpoint_every={min(steps, base.train.checkpoint_every)}",
         f"train.log_every={max(1, min(steps // 4, base.train.log_every))}",
-        f"loss.group_size={group}", f"data.fresh={mode == 'fresh'}")
+        f"loss.group_size={group}", f"data.fresh={mode == 'fresh'}", f"data.world={sweep.world}")
+    if sweep.data_seed_per_seed:
+      overrides += (f"data.seed={seed}",)
     if temperature:
       overrides += (f"model.temperature_init={temperature}", "model.learn_temperature=False")
-    run = Run(model, m, batch, seed, overrides, sweep.config, group, mode, temperature)
+    run = Run(model, m, batch, seed, overrides, sweep.config, group, mode, temperature, sweep.world)
     run.config()  # validates every override now
     runs.append(run)
-  return runs
+  # Seeds outermost across the parts too: a sweep stopped early has every arm for its first seeds.
+  return sorted(runs + [run for part in sweep.parts for run in plan_runs(part)], key=lambda r: r.seed)
 
 
 def is_finished(workdir: Path) -> bool:
@@ -109,8 +116,8 @@ def result_row(run: Run, workdir: Path) -> dict:
   config = run.config()
   evaluation = json.loads((workdir / "eval.json").read_text())
   n = run.batch_size
-  row = dict(run_id=run.run_id, model=run.model, num_train=run.num_train, batch_size=n, seed=run.seed,
-             data_mode=run.data_mode, temperature=run.temperature,
+  row = dict(run_id=run.run_id, world=run.world, model=run.model, num_train=run.num_train, batch_size=n,
+             seed=run.seed, data_mode=run.data_mode, temperature=run.temperature,
              microbatch_size=microbatching(config.train)[0], steps=config.train.steps,
              samples_seen=config.train.steps * n, lr=config.optim.lr,
              logged_train_loss=logged_train_loss(workdir))
@@ -120,7 +127,8 @@ def result_row(run: Run, workdir: Path) -> dict:
 
 def probe_rows(run: Run, workdir: Path) -> list[dict]:
   """The run's along-training probes (eval.probe_every), one tidy row per probe."""
-  coords = dict(run_id=run.run_id, batch_size=run.batch_size, group_size=loss_group_size(run.config()),
+  coords = dict(run_id=run.run_id, world=run.world, batch_size=run.batch_size,
+                group_size=loss_group_size(run.config()),
                 seed=run.seed, data_mode=run.data_mode, temperature=run.temperature, num_train=run.num_train)
   return [coords | {k.removeprefix("probe_"): v for k, v in r.items() if k.startswith("probe_")}
           | dict(step=r["step"], logit_scale=r["logit_scale"])

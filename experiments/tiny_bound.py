@@ -25,7 +25,6 @@ All losses are the symmetric loss offset by log G (so equal similarities give 0)
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from analysis import cli
 from basic_core import data, evaluate
 from basic_core import state as state_lib
 from basic_core.configs import loss_group_size
@@ -214,14 +214,18 @@ def evaluate_bound(
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, type=Path)
-  parser.add_argument("--out", type=Path, help="write the JSON here (default: WORKDIR/tiny_bound.json)")
-  parser.add_argument("--pairs", type=int, default=8192, help="at most this many trained pairs")
-  parser.add_argument("--heldout", type=int, default=4096, help="at most this many held-out pairs")
-  parser.add_argument("--mc-values", type=int, default=1024, help="Monte Carlo values per half")
+  parser = cli.Parser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, type=cli.existing_dir)
+  parser.add_argument("--out", type=cli.out_file,
+                      help="write the JSON here (default: WORKDIR/tiny_bound.json)")
+  positive = cli.number(int, gt=0)
+  parser.add_argument("--pairs", type=positive, default=8192, help="at most this many trained pairs")
+  parser.add_argument("--heldout", type=positive, default=4096, help="at most this many held-out pairs")
+  parser.add_argument("--mc-values", type=positive, default=1024, help="Monte Carlo values per half")
   args = parser.parse_args(argv)
-  result = evaluate_bound(args.workdir, n_train=args.pairs, n_heldout=args.heldout, mc_values=args.mc_values)
+  with cli.blame("--workdir"):
+    result = evaluate_bound(args.workdir, n_train=args.pairs, n_heldout=args.heldout,
+                            mc_values=args.mc_values)
   out = args.out or args.workdir / "tiny_bound.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=2, default=float))
@@ -237,4 +241,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  raise SystemExit(cli.run(main))

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis import cli  # noqa: E402
 from paper_figures.axes import log2_batch_axis  # noqa: E402
 
 
@@ -48,13 +49,18 @@ def plot_memory(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--rows", required=True, type=Path, help="JSON lines of `bench memory --out`")
-  parser.add_argument("--out", required=True, type=Path, help="the PNG to write")
+  parser = cli.Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument("--rows", required=True, type=cli.existing_file,
+                      help="JSON lines of `bench memory --out`")
+  parser.add_argument("--out", required=True, type=cli.out_file, help="the PNG to write")
   args = parser.parse_args(argv)
-  plot_memory(read_rows(args.rows), args.out)
+  with cli.blame("--rows"):
+    rows = read_rows(args.rows)
+    if not rows:
+      raise ValueError(f"{args.rows} holds no rows")
+    plot_memory(rows, args.out)
   return 0
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  raise SystemExit(cli.run(main))

@@ -2,13 +2,12 @@
 
     python -m paper_figures.sweep_figures --results paper_figures/data/sweep_default.csv --out paper_figures
 
-Means with 95% Student-t intervals over seeds (experiments/stats.py), contrastive batch size on a log
+Means with 95% Student-t intervals over seeds (analysis/stats.py), contrastive batch size on a log
 axis; the gap panels overlay the least-squares fit g = a + c / sqrt(N) (the bound's batch-term rate).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from experiments import stats  # noqa: E402
+from analysis import cli, stats  # noqa: E402
 from paper_figures.axes import log2_batch_axis  # noqa: E402
 
 GAP_LABELS = {
@@ -112,14 +111,17 @@ def draw_all(results_csv: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--results", required=True, type=Path, help="a sweep's results.csv")
-  parser.add_argument("--out", required=True, type=Path)
+  parser = cli.Parser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--results", required=True, help="a sweep's results.csv",
+                      type=cli.csv_with("batch_size", "seed", "model", "num_train"))
+  parser.add_argument("--out", required=True, type=cli.out_dir)
   args = parser.parse_args(argv)
-  for p in draw_all(args.results, args.out):
+  with cli.blame("--results"):
+    paths = draw_all(args.results, args.out)
+  for p in paths:
     print(p)
   return 0
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  raise SystemExit(cli.run(main))

@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from experiments.stats import line_fit  # noqa: E402
+from analysis import cli  # noqa: E402
+from analysis.stats import line_fit  # noqa: E402
 from paper_figures.axes import log2_batch_axis  # noqa: E402
 from theory import check, linear_towers, lse_bound, sweep  # noqa: E402
 
@@ -148,24 +149,27 @@ def draw_theory(data: Path, out: Path, fit_from: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser = cli.Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--data", type=Path, help="a folder with linear_towers_sweep.csv and batch_bias.csv")
-  source.add_argument("--results", type=Path, help="a batch-size sweep's results.csv")
-  parser.add_argument("--out", required=True, type=Path)
-  parser.add_argument("--fit-from", type=int, default=check.FULL.fit_from,
+  source.add_argument("--data", type=cli.existing_dir,
+                      help="a folder with linear_towers_sweep.csv and batch_bias.csv")
+  source.add_argument("--results", type=cli.csv_with("batch_size"), help="a batch-size sweep's results.csv")
+  parser.add_argument("--out", required=True, type=cli.out_dir)
+  parser.add_argument("--fit-from", type=cli.number(int, ge=2), default=check.FULL.fit_from,
                       help="smallest N in the kappa fit (default: the full run's)")
   args = parser.parse_args(argv)
   if args.data:
-    paths = draw_theory(args.data, args.out, args.fit_from)
+    with cli.blame("--data"):
+      paths = draw_theory(args.data, args.out, args.fit_from)
   else:
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [args.out / "gap_vs_theory_rates.png"]
-    plot_rate_fits(args.results, paths[0])
+    with cli.blame("--results"):
+      plot_rate_fits(args.results, paths[0])
   for p in paths:
     print(p)
   return 0
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  raise SystemExit(cli.run(main))

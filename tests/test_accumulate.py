@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from basic_core import accumulate
-from basic_core.losses import contrastive_loss
+from basic_core.losses import contrastive_loss, make_loss_fn
 
 
 def _toy_params(key, d_in=12, width=32, d=8, vocab=50):
@@ -94,7 +94,6 @@ def test_per_microbatch_averaging_is_not_exact():
 def test_real_model_accumulation_is_exact_with_dropout():
   """The trainer's own step functions on the tiny two-tower model, dropout on, K = 4 vs naive."""
   from basic_core import state as state_lib
-  from basic_core import step as step_lib
   from basic_core.configs import get_config
   from basic_core.perf.timing import random_batch
 
@@ -102,7 +101,7 @@ def test_real_model_accumulation_is_exact_with_dropout():
                                "train.microbatch_size=8"])
   built = state_lib.build(config)
   fns, params = built.fns, built.state["params"]
-  head_loss = fns.head_loss(step_lib.make_loss_fn(config.loss))
+  head_loss = fns.head_loss(make_loss_fn(config.loss))
   batch = jax.tree.map(jnp.asarray, random_batch(config, 32))
   key = jax.random.key(3)
   naive = jax.jit(lambda p, key: accumulate.naive_value_and_grad(fns.embed, head_loss, p, batch, key))

@@ -15,10 +15,10 @@ from PIL import Image
 from basic_core.configs import get_config
 from basic_core.data import eval_suite, get_tokenizer, train_pipeline
 from basic_core.data.__main__ import brace_pattern, main
-from basic_core.data.benchmark import ScenesBenchmark
 from basic_core.data.csv_pairs import read_csv
 from basic_core.data.image_folder import folder_task
 from basic_core.data.wds import ShardError, expand, read_shards, write_shards
+from basic_core.worlds.scenes.benchmark import ScenesBenchmark
 
 SIZE = 16
 

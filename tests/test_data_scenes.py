@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from basic_core.data import captions as C
-from basic_core.data import scenes as S
-from basic_core.data.benchmark import ScenesBenchmark
-from basic_core.data.tasks import scene_tasks
+from basic_core.worlds.scenes import captions as C
+from basic_core.worlds.scenes import scenes as S
+from basic_core.worlds.scenes.benchmark import ScenesBenchmark
+from basic_core.worlds.scenes.tasks import scene_tasks
 
 
 @pytest.fixture(scope="module")

@@ -109,18 +109,33 @@ def test_negatives_grid_varies_only_the_group_size_data_mode_temperature_and_see
   assert {c.model.temperature_init for c in configs} == {0.07, 0.1} and not configs[0].model.learn_temperature
   assert {(r.data_mode, c.data.fresh) for r, c in zip(runs, configs)} == {("fresh", True), ("pool", False)}
   assert [r.seed for r in runs[:20]] == [0] * 20  # seeds outermost: an early stop leaves whole seeds
-  full = plan_runs(PRESETS["negatives"])
-  assert len(full) == 5 * 5 * 2 * (1 + 2)
+
+
+
+def test_testbed_grid_has_its_arms_and_per_seed_data():
+  """The testbed grid: objects world fresh / pool 8192 / pool 65536 at T = 0.07, fresh with a learned
+  temperature, the scenes world fresh at T = 0.07; G in 4..1024, 5 seeds; each seed draws its own data
+  (data.seed = seed); seeds outermost across the arms; probes every 10% of training."""
+  runs = plan_runs(PRESETS["negatives"])
+  assert len(runs) == 5 * 5 * (3 + 1 + 1) and len({r.run_id for r in runs}) == len(runs)
+  arms = {(r.world, r.data_mode, r.num_train if r.data_mode == "pool" else 0, r.temperature) for r in runs}
+  assert arms == {("objects", "fresh", 0, 0.07), ("objects", "pool", 8192, 0.07),
+                  ("objects", "pool", 65536, 0.07), ("objects", "fresh", 0, 0.0),
+                  ("scenes", "fresh", 0, 0.07)}
+  configs = [r.config() for r in runs]
+  assert all(c.data.seed == r.seed and c.data.world == r.world for r, c in zip(runs, configs))
+  assert all(c.eval.probe_every * 10 == c.train.steps and c.eval.control for c in configs)
+  assert [r.seed for r in runs[:25]] == [0] * 25
 
 
 @pytest.mark.slow
 def test_negatives_smoke_end_to_end(tmp_path):
-  """`make sweep`: four G at B = 256 on fresh pairs; the measured objective bias follows theory's
-  kappa (1/G - 1/n) to within 30% from G = 16 on, and the figures are drawn."""
+  """`make sweep`: three G at B = 256 on fresh pairs of the objects world; the population loss falls with G
+  (the effect its figure shows), one seed gives no claim, and the figures are drawn."""
   assert main(["--preset", "negatives-smoke", "--out", str(tmp_path), "--quiet"]) == 0
   df = pd.read_csv(tmp_path / "results.csv").sort_values("group_size")
-  assert df["group_size"].tolist() == [4, 16, 64, 256] and (df["data_mode"] == "fresh").all()
-  large = df[df["group_size"] >= 16]
-  np.testing.assert_allclose(large["bias"], large["bias_predicted"], rtol=0.3, atol=1e-3)
-  assert {"gap_sample_per_doubling", "verdicts"} <= set(json.loads((tmp_path / "summary.json").read_text()))
-  assert (tmp_path / "figures" / "negatives_bias.png").exists()
+  assert df["group_size"].tolist() == [4, 16, 256] and (df["world"] == "objects").all()
+  assert df["heldout_loss_offset_all"].iloc[-1] < df["heldout_loss_offset_all"].iloc[0]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert all("no interval (one seed)" in v for v in summary["verdicts"])
+  assert (tmp_path / "figures" / "negatives_outcomes.png").exists()

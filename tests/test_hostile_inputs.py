@@ -1,12 +1,18 @@
 """Hostile inputs, each tried through the path a training run takes (reader -> pipeline -> evaluation
 pairs): a bad sample is skipped and named, a bad source is one clean error naming it; never another
-exception (a traceback), never a hang. Plus numeric arguments that make no sense."""
+exception (a traceback), never a hang. Plus numeric arguments that make no sense, and every command's
+answer to a missing / empty / wrong-kind path, a file without the expected columns and an out-of-range
+number: one line naming the argument, exit status 2 (analysis/cli.py)."""
 
 import gzip
 import io
+import json
 import logging
 import os
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +22,7 @@ from basic_core.configs import ConfigError, get_config
 from basic_core.data import eval_suite, get_tokenizer, train_pipeline
 from basic_core.data.wds import write_shards
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
 GOOD = 12  # good samples around every bad one, so a batch can always be filled
 CLEAN_ERRORS = (ValueError, OSError)  # ConfigError, ShardError, FileNotFoundError, CorruptImage, ...
@@ -185,3 +192,195 @@ def test_numeric_arguments_that_make_no_sense_are_refused(override, message):
 def test_the_corpus_is_large_enough():
   assert len(BAD_SAMPLES) + len(BAD_SOURCES) >= 30
   assert np.unique(list(BAD_SAMPLES) + list(BAD_SOURCES)).size == len(BAD_SAMPLES) + len(BAD_SOURCES)
+
+
+# ---- every command: one line naming the argument, exit status 2, no traceback ----------------------------
+
+# Every `python -m` command, each case run through the module's real `__main__` block (runpy) in ONE child
+# process: its stderr captured at the file-descriptor level (the trainer writes its last line there).
+RUN_CASES = r"""
+import json, os, runpy, sys, tempfile, warnings
+warnings.filterwarnings("ignore", category=RuntimeWarning, module="runpy")  # modules imported before
+results = []
+for module, argv, env in json.loads(sys.argv[1]):
+  os.environ.pop("BASIC_TRACEBACK", None)
+  os.environ.update(env)
+  sys.argv = [module, *argv]
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as err:
+    sys.stderr.flush()
+    os.dup2(err.fileno(), 2)
+    raised = None
+    try:
+      runpy.run_module(module, run_name="__main__", alter_sys=True)
+      code = 0
+    except SystemExit as e:
+      code = e.code
+    except BaseException as e:  # what the user would see as a traceback
+      code, raised = None, type(e).__name__
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    err.seek(0)
+    results.append(dict(code=code, raised=raised, stderr=err.read().decode(errors="replace")))
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def hostile_commands(t) -> dict:
+  """module -> [(bad argv, what the one line must name)]; `t` is a folder of bad inputs."""
+  run, img = str(t / "run"), str(t / "imgs")
+  return {
+      "basic_core.train": [
+          (["--config", "tiny", "--workdir", f"{t}/file.txt"], "--workdir"),
+          (["--config", "tiny", "--workdir", run, "--steps", "0"], "--steps"),
+          (["--config", "tiny", "--workdir", run, "--set", "train.batch_size=0"], "train.batch_size"),
+          (["--config", "no-such-preset", "--workdir", run], "no-such-preset"),
+      ],
+      "basic_core.evaluate": [
+          (["--workdir", f"{t}/absent"], "--workdir"),
+          (["--workdir", f"{t}/empty"], "--workdir"),
+          (["--workdir", f"{t}/file.txt"], "--workdir"),
+          (["--workdir", f"{t}/garbage_run"], "--workdir"),
+      ],
+      "basic_core.data": [
+          (["export", "--out", f"{t}/file.txt"], "--out"),
+          (["export", "--out", f"{t}/shards", "--num", "0"], "--num"),
+          (["bench", "--seconds", "-1"], "--seconds"),
+          (["train-tokenizer", "--out", f"{t}/tok.json", "--corpus", f"{t}/absent.txt"], "--corpus"),
+      ],
+      "basic_core.bench": [
+          (["memory", "--batch", "0"], "--batch"),
+          (["compare-table", f"{t}/absent.jsonl"], "files"),
+          (["compare-table", f"{t}/rows_without_keys.jsonl"], "files"),
+          (["compare-table", f"{t}/file.txt"], "files"),
+      ],
+      "basic_core.plan": [
+          (["--config", "tiny", "--mesh", "data=two"], "--mesh"),
+          (["--config", "tiny", "--mesh", "data=1,model=1", "--batch", "0"], "--batch"),
+          (["--config", "tiny", "--mesh", "data=1,model=1", "--memory", "12XB"], "--memory"),
+      ],
+      "experiments.batch_size_sweep": [
+          (["--preset", "smoke", "--out", f"{t}/file.txt"], "--out"),
+          (["--preset", "smoke", "--out", f"{t}/sweep", "--batch-sizes", "0,abc"], "--batch-sizes"),
+          (["--preset", "smoke", "--out", f"{t}/sweep", "--jobs", "0"], "--jobs"),
+      ],
+      "experiments.negatives": [
+          (["--results", f"{t}/absent.csv"], "--results"),
+          (["--results", f"{t}/empty.csv"], "--results"),
+          (["--results", f"{t}/wrong_columns.csv"], "--results"),
+          (["--results", f"{t}/empty"], "--results"),
+      ],
+      "experiments.tiny_bound": [
+          (["--workdir", f"{t}/absent"], "--workdir"),
+          (["--workdir", f"{t}/empty"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--pairs", "0"], "--pairs"),
+      ],
+      "paper_figures.sweep_figures": [
+          (["--results", f"{t}/absent.csv", "--out", f"{t}/fig"], "--results"),
+          (["--results", f"{t}/empty.csv", "--out", f"{t}/fig"], "--results"),
+          (["--results", f"{t}/wrong_columns.csv", "--out", f"{t}/fig"], "--results"),
+      ],
+      "paper_figures.theory_figures": [
+          (["--data", f"{t}/absent", "--out", f"{t}/fig"], "--data"),
+          (["--data", f"{t}/empty", "--out", f"{t}/fig"], "--data"),
+          (["--results", f"{t}/wrong_columns.csv", "--out", f"{t}/fig"], "--results"),
+          (["--data", f"{t}/empty", "--out", f"{t}/fig", "--fit-from", "0"], "--fit-from"),
+      ],
+      "paper_figures.memory_figure": [
+          (["--rows", f"{t}/absent.jsonl", "--out", f"{t}/fig.png"], "--rows"),
+          (["--rows", f"{t}/empty.csv", "--out", f"{t}/fig.png"], "--rows"),
+          (["--rows", f"{t}/rows_without_keys.jsonl", "--out", f"{t}/fig.png"], "--rows"),
+          (["--rows", f"{t}/file.txt", "--out", f"{t}/fig.png"], "--rows"),
+      ],
+      "paper_figures.negatives_figures": [
+          (["--results", f"{t}/absent.csv", "--out", f"{t}/fig"], "--results"),
+          (["--results", f"{t}/empty.csv", "--out", f"{t}/fig"], "--results"),
+          (["--results", f"{t}/wrong_columns.csv", "--out", f"{t}/fig"], "--results"),
+      ],
+      "theory.check": [
+          (["--quick", "--trials", "0"], "--trials"),
+          (["--quick", "--trials", "-5"], "--trials"),
+          (["--quick", "--trials", "abc"], "--trials"),
+      ],
+      "theory.bias": [
+          (["--dim", "16", "--beta", "0", "--noise", "0.5"], "--beta"),
+          (["--dim", "1", "--beta", "2", "--noise", "0.5"], "--dim"),
+          (["--dim", "16", "--beta", "2", "--noise", "-1"], "--noise"),
+          (["--dim", "16", "--beta", "2", "--noise", "0.5", "--batches", "0,abc"], "--batches"),
+          (["--dim", "16", "--beta", "2", "--noise", "0.5", "--level", "1.5"], "--level"),
+      ],
+      "theory.tables": [
+          (["--out", f"{t}/file.txt", "--quick"], "--out"),
+          (["--out", f"{t}/file.txt/tables", "--quick"], "--out"),
+          (["--out", f"{t}/tables", "--only", "nonsense"], "--only"),
+      ],
+      "theory.pac_bayes": [
+          (["--out", f"{t}/file.txt", "--quick"], "--out"),
+          (["--out", f"{t}/file.txt/pb", "--quick"], "--out"),
+          (["--quick"], "--out"),
+      ],
+      "basic_core.predict": [
+          (["--workdir", f"{t}/absent", "--images", img, "--labels", "a,b"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--images", img, "--labels", "a,b"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--images", f"{t}/empty", "--labels", "a,b"], "--images"),
+          (["--workdir", f"{t}/empty", "--images", img, "--labels", "a,,b"], "--labels"),
+          (["--workdir", f"{t}/empty", "--images", img, "--labels", "a,b", "--top-k", "0"], "--top-k"),
+          (["--workdir", f"{t}/empty", "--images", img, "--labels", "a,b", "--templates", f"{t}/file.txt"],
+           "--templates"),
+      ],
+      "basic_core.embed": [
+          (["--workdir", f"{t}/absent", "--texts", f"{t}/file.txt", "--out", f"{t}/e.npy"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--texts", f"{t}/file.txt", "--out", f"{t}/e.npy"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--texts", f"{t}/absent.txt", "--out", f"{t}/e.npy"], "--texts"),
+          (["--workdir", f"{t}/empty", "--texts", f"{t}/file.txt", "--out", f"{t}/e.txt"], "--out"),
+          (["--workdir", f"{t}/empty", "--images", f"{t}/empty", "--out", f"{t}/e.npy"], "--images"),
+      ],
+      "basic_core.export": [
+          (["--workdir", f"{t}/absent", "--out", f"{t}/exported"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--out", f"{t}/exported"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--out", f"{t}/file.txt"], "--out"),
+          (["--workdir", f"{t}/empty", "--out", f"{t}/exported", "--step", "-1"], "--step"),
+      ],
+  }
+
+
+def bad_inputs(t) -> None:
+  """The files and folders the cases name."""
+  (t / "empty").mkdir()
+  (t / "file.txt").write_text("a line of text without a label slot\n")
+  (t / "empty.csv").write_text("")
+  (t / "wrong_columns.csv").write_text("a,b\n1,2\n")
+  (t / "rows_without_keys.jsonl").write_text('{"a": 1}\n')
+  (t / "garbage_run").mkdir()
+  (t / "garbage_run" / "config.json").write_text("{not json")
+  (t / "imgs").mkdir()
+  (t / "imgs" / "one.png").write_bytes(png())
+
+
+def run_cases(cases: list) -> list[dict]:
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  env.pop("BASIC_TRACEBACK", None)
+  proc = subprocess.run([sys.executable, "-c", RUN_CASES, json.dumps(cases)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
+  assert lines, proc.stdout[-2000:] + proc.stderr[-3000:]
+  return json.loads(lines[-1].removeprefix("RESULTS "))
+
+
+def test_every_command_answers_bad_input_with_one_line_naming_the_argument(tmp_path):
+  bad_inputs(tmp_path)
+  commands = hostile_commands(tmp_path)
+  cases = [(module, argv, {}) for module, tried in commands.items() for argv, _ in tried]
+  cases.append(("basic_core.evaluate", ["--workdir", str(tmp_path / "empty")], {"BASIC_TRACEBACK": "1"}))
+  *results, kept = run_cases(cases)
+  failures = []
+  for (module, argv, _), (_, named), r in zip(cases, [x for t in commands.values() for x in t], results):
+    lines = r["stderr"].strip().splitlines()
+    last = lines[-1] if lines else ""
+    if r["code"] != 2 or "Traceback" in r["stderr"] or not last.startswith("error: ") or named not in last:
+      failures.append(f"python -m {module} {' '.join(argv)}: exit {r['code']}, raised {r['raised']}, "
+                      f"stderr ends {r['stderr'][-600:]!r}")
+  assert not failures, "\n".join(failures)
+  assert all(len(tried) >= 3 for tried in commands.values())
+  assert kept["code"] is None and kept["raised"] == "CommandError", kept  # BASIC_TRACEBACK=1: a traceback

@@ -66,7 +66,7 @@ def test_concentration_constant_is_the_better_of_pairs_and_batches():
   for n in (2, 3, 16, 1024):
     for beta in (0.1, 1.0, 4.0):
       c_star = lse_bound.concentration_constant(n, beta)
-      assert c_star <= min(bound.c1(beta), 4 * beta * np.sqrt(n))
+      assert c_star <= min(bound.c_bar(beta), 4 * beta * np.sqrt(n))
       assert bound.bounded_difference_constant(n, beta) <= n * bound.own_row_range(n, beta)
   assert lse_bound.concentration_constant(2, 1.0) == lse_bound.batch_range_constant(2, 1.0)
   assert lse_bound.concentration_constant(64, 1.0) == bound.bounded_difference_constant(64, 1.0)

@@ -97,8 +97,8 @@ REDRAWN = {
     "03_theory.ipynb": ("theory/figures/batch_bias.png", "theory/figures/bound_vs_gap.png",
                         "theory/figures/linear_towers_sweep_fit.png"),
     "04_memory_and_parallelism.ipynb": ("paper_figures/figures/memory_vs_batch.png",),
-    "05_negatives.ipynb": tuple(f"paper_figures/figures/negatives_{name}.png"
-                                for name in ("gap", "bias", "iso_fit", "theory")),
+    "05_negatives.ipynb": tuple(f"paper_figures/figures/{name}.png" for name in (
+        "negatives_outcomes", "negatives_iso_fit", "negatives_bias", "false_negatives")),
 }
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from theory import bound, empirical, linear_towers, montecarlo, synthetic
+from theory import bound, empirical, linear_towers, lse_bound, montecarlo, synthetic
 from theory import pac_bayes as pb
 
 
@@ -90,7 +90,7 @@ def test_the_ledger_spends_delta_exactly_once():
     (second - c) ** 2, max(hi - c, c - lo) ** 2, ((first - c) ** 2).mean(), d * pb.MC_SHARE
   )
   expected = {
-    "bound_mcdiarmid": pb.mcdiarmid_gap(kl, 4096, bound.bounded_difference_constant(8, 1.0), d),
+    "bound_mcdiarmid": pb.mcdiarmid_gap(kl, 4096, lse_bound.concentration_constant(8, 1.0), d),
     "bound_kl": pb.kl_gap(kl, 512, lo, hi, train_lo, train_hi, d * (1 - pb.MC_SHARE)),
     "bound_bernstein": pb.bernstein_gap(kl, 512, hi - c, moment, d * (1 - pb.MC_SHARE) / pb.SHIFT_GRID),
   }
@@ -105,6 +105,20 @@ def test_the_ledger_spends_delta_exactly_once():
   assert len(pb.SIGMAS) * sum(per_family) == pytest.approx(0.05)
   few = pb.Problem(m=4096, batch_size=256, beta=1.0)  # 16 batches: only (A), with the whole share
   assert few.families == ("mcdiarmid",) and few.family_delta == pytest.approx(0.05 / len(pb.SIGMAS))
+
+
+def test_pair_level_family_takes_the_better_of_pairs_and_batches():
+  """(A) uses c*_N = min(c_N, sqrt(N) w_N): at beta = 1, N = 2 the batches' 2.83, not the pairs' 3.43;
+  at N = 64 both views give c_N. The coverage test below (N = 2) holds it to its promise."""
+  assert lse_bound.concentration_constant(2, 1.0) == pytest.approx(2 * np.sqrt(2))  # w_2 = 2 at beta = 1
+  assert bound.bounded_difference_constant(2, 1.0) == pytest.approx(3.4338, abs=1e-4)
+  for n, c in ((2, 2 * np.sqrt(2)), (64, bound.bounded_difference_constant(64, 1.0))):
+    problem = pb.Problem(m=8192, batch_size=n, beta=1.0, delta=0.05)
+    got = pb.certify(problem, 3.0, np.zeros((problem.n_batches, 2)))["bound_mcdiarmid"]
+    assert got == pytest.approx(pb.mcdiarmid_gap(3.0, 8192, c, problem.family_delta))
+  problem = pb.Problem(m=8192, batch_size=2, beta=1.0, delta=0.05)
+  pairs = pb.mcdiarmid_gap(3.0, 8192, bound.bounded_difference_constant(2, 1.0), problem.family_delta)
+  assert pb.certify(problem, 3.0, np.zeros((4096, 2)))["bound_mcdiarmid"] < pairs / 1.2
 
 
 def test_monte_carlo_bounds_cover_the_mean_of_independent_draws():
@@ -194,3 +208,5 @@ def test_linear_towers_run_end_to_end(tmp_path, monkeypatch):
   assert (df.loc[df["batch_size"] == 2, "families"] == "mcdiarmid+kl+bernstein").all()
   assert (df.loc[df["batch_size"] == 64, "families"] == "mcdiarmid").all()
   assert (df["m_bound"] == np.where(df["prior"] == "half", 128, 256)).all()
+  # the better of two priors is quoted, so each spends delta / 2: twice the sigma grid's choices
+  assert (df["n_choices"] == 2 * len(pb.SIGMAS)).all()

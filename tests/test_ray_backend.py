@@ -21,6 +21,7 @@ import psutil
 import pytest
 from test_experiments import ROOT, _sweep_cmd
 
+from basic_core.workdir_lock import hold, holder
 from experiments import ray_backend
 from experiments.batch_size_sweep import main
 from experiments.presets import PRESETS
@@ -51,7 +52,7 @@ def test_status_reads_the_output_folder_and_starts_nothing(tmp_path, capsys):
   for d in dirs[3:5]:
     (d / "checkpoints" / "16").mkdir(parents=True)
   (dirs[4].parent / f"{ids[4]}.running").write_text("host gone, pid 1\n")  # its task was killed
-  with ray_backend._hold(dirs[1].parent / f"{ids[1]}.running"):
+  with hold(dirs[1].parent / f"{ids[1]}.running", wait=True):
     before = sorted(tmp_path.rglob("*"))
     assert main(["--out", str(tmp_path), "--status"]) == 0
     assert sorted(tmp_path.rglob("*")) == before
@@ -179,9 +180,9 @@ def _mid_run_worker(out: Path) -> tuple[Path, int] | None:
   """(workdir, Ray worker pid) of an N = 16 run (192 steps) being trained, with a checkpoint at step 16
   or later."""
   for lock in (out / "runs").glob("*.running"):
-    holder, workdir = ray_backend._holder(lock), lock.with_suffix("")
-    if holder and "-N16-" in workdir.name and ray_backend._checkpoint_step(workdir) >= 16:
-      return workdir, int(holder.rsplit("pid ", 1)[1])
+    task, workdir = holder(lock), lock.with_suffix("")
+    if task and "-N16-" in workdir.name and ray_backend._checkpoint_step(workdir) >= 16:
+      return workdir, int(task.rsplit("pid ", 1)[1])
   return None
 
 

@@ -1,4 +1,4 @@
-"""experiments.stats, the one statistics module: its fits agree with independent computations, the
+"""analysis.stats, the one statistics module: its fits agree with independent computations, the
 committed sweep summaries are reproduced from their CSVs, and it loads without the trainer."""
 
 import json
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from experiments import stats
+from analysis import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 

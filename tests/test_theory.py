@@ -37,7 +37,9 @@ def test_every_check_passes(quick_run):
               "bias_delta_method_constant", "pool_estimator_matches_exact",
               "population_loss_matches_exact", "fixed_model_coverage",
               "linear_towers_gradient", "linear_towers_bound", "linear_towers_bias_within_bound",
-              "linear_towers_complexity", "sweep_identifies_rate"}
+              "linear_towers_complexity", "sweep_identifies_rate", "sym_remainder_moments",
+              "sym_gradient_first_order", "bias_second_order", "sphere_gradient_first_order",
+              "sphere_broken_gradient_no_jensen", "sphere_broken_gradient_rows_only"}
   assert expected <= set(results)
   assert all({"name", "passed", "seconds"} <= set(r) for r in results.values())
 
@@ -51,6 +53,20 @@ def test_check_figures_are_consistent(quick_run):
   assert 0 < r["bounded_differences_random"]["max_ratio"] <= 1
   assert r["fixed_model_coverage"]["coverage"] >= 0.95
   assert r["linear_towers_bound"]["bound_ratio_min"] > 1
+
+
+def test_second_order_constant_is_the_limit_and_a_wrong_kappa_is_not():
+  """Proposition 1's remainder is O(1/N^2): on exact binomial sums N^2 (L_N - L_inf) - N kappa tends to
+  kappa_2 and stays below C_2; with kappa := rho (the Jensen term dropped) it grows like N instead."""
+  for beta, k in ((1.0, 10), (2.0, 2)):
+    c = montecarlo.cluster_constants(beta, k)
+    exact = {n: montecarlo.cluster_bias_exact(n, beta, k) for n in (256, 1024, 4096, 16384)}
+    scaled = {n: n * n * b - n * c["kappa"] for n, b in exact.items()}
+    assert abs(scaled[16384] - c["kappa2"]) < 2e-3 * max(1, abs(c["kappa2"]))
+    assert abs(scaled[4096] - c["kappa2"]) > abs(scaled[16384] - c["kappa2"])  # converging, at rate ~1/N
+    assert max(map(abs, scaled.values())) <= bound.bias_remainder_constant(beta)
+    wrong = {n: n * n * b - n * c["rho"] for n, b in exact.items()}
+    assert abs(wrong[16384]) > 10 * abs(wrong[1024])
 
 
 def test_exit_code_is_nonzero_when_a_check_fails(monkeypatch, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from theory import bias, empirical
+from theory import bias, empirical, sphere
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small noise with a large beta (a peaked integrand), the circle (D = 2), and two worlds of the checks.
@@ -29,11 +29,11 @@ def test_log_partition_matches_monte_carlo_and_bessel_form(dim, beta):
   cos_n = y_nxD[:, 0] / np.linalg.norm(y_nxD, axis=1)  # <e_1, y'> for y' uniform on the sphere
   values_n = np.exp(beta * cos_n)
   mc, se = values_n.mean(), values_n.std() / np.sqrt(len(values_n))
-  exact = np.exp(bias.log_partition(dim, beta))
+  exact = np.exp(sphere.log_partition(dim, beta))
   assert abs(exact - mc) < 4 * se
   nu = dim / 2 - 1
   bessel = special.gammaln(dim / 2) + nu * np.log(2 / beta) + np.log(special.ive(nu, beta)) + beta
-  assert bias.log_partition(dim, beta) == pytest.approx(bessel, rel=1e-12)
+  assert sphere.log_partition(dim, beta) == pytest.approx(bessel, rel=1e-12)
 
 
 @pytest.mark.parametrize("world", WORLDS, ids=lambda w: w.label())
@@ -64,7 +64,7 @@ def test_jensen_term_matches_monte_carlo():
   rng = np.random.default_rng(2)
   x_nxD, _ = bias.sample_pairs(world, (400_000,), rng)
   y_nxD, _ = bias.sample_pairs(world, (400_000,), rng)
-  weight_n = np.exp(world.beta * (x_nxD * y_nxD).sum(1) - bias.log_partition(16, 5.0))
+  weight_n = np.exp(world.beta * (x_nxD * y_nxD).sum(1) - sphere.log_partition(16, 5.0))
   half_sq_n = (weight_n - 1) ** 2 / 2
   se = half_sq_n.std() / np.sqrt(len(half_sq_n))
   assert abs(half_sq_n.mean() - bias.constants(world)["jensen"]) < 4 * se
@@ -85,7 +85,7 @@ def test_control_variate_has_the_plain_mean_and_a_smaller_spread():
 
 def test_two_stage_sample_size_follows_target_and_budget():
   world = bias.World(4, 2.0, 1.0)
-  log_z = bias.log_partition(4, 2.0)
+  log_z = sphere.log_partition(4, 2.0)
   rng = np.random.default_rng(4)
   sampling = bias.Sampling(min_batches=50, budget=4 * (4 + 4) * 3000)
   assert bias.measure(world, 4, rng, log_z, 1.0, sampling)["n_batches"] == 50
@@ -141,7 +141,7 @@ def test_fit_batch_sizes_grow_with_the_weights():
 def test_batch_values_match_empirical_row_losses():
   """The fixed-shift log M_i of batch_values against theory.empirical on the same draws."""
   world = bias.World(16, 5.0, 1.0)
-  log_z = bias.log_partition(16, 5.0)
+  log_z = sphere.log_partition(16, 5.0)
   d_B, l_B = bias.batch_values(world, 8, 10, np.random.default_rng(7), log_z)
   x_BxNxD, y_BxNxD = bias.sample_pairs(world, (10, 8), np.random.default_rng(7))
   sims_BxNxN = np.einsum("bnd,bkd->bnk", x_BxNxD, y_BxNxD)

@@ -41,10 +41,11 @@ def bounded_difference_constant(n: int, beta: float) -> float:
   return own_row_range(n, beta) + (n - 1) * other_row_change(n, beta)
 
 
-def c1(beta: float) -> float:
-  """N-free bounded-difference constant of the uniform deviation: 4 beta + e^{2 beta} - 1 (Theorem 1).
+def c_bar(beta: float) -> float:
+  """N-free bounded-difference constant of the uniform deviation: c-bar = 4 beta + e^{2 beta} - 1 (Theorem 1).
 
-  It dominates bounded_difference_constant(N, beta) for every N (checked in theory/symbolic.py).
+  It dominates bounded_difference_constant(N, beta) for every N (checked in theory/symbolic.py). Not
+  c_1: that is bounded_difference_constant(1, beta) = 0 (a batch of one pair has a constant loss).
   """
   return float(4 * beta + np.expm1(2 * beta))
 
@@ -59,6 +60,18 @@ def bias_bound(n: int, beta: float) -> float:
   k2 = 4 * np.exp(2 * beta) * np.sinh(beta)**2
   v_max = ((n - 1) * k1 + k2) / (2 * n**2)
   return float(max(np.expm1(2 * beta) / n, -np.expm1(-2 * beta) / n + v_max))
+
+
+def bias_remainder_constant(beta: float) -> float:
+  """C_2(beta) with |L_N - L_inf - kappa / N| <= C_2 / N^2 for every N >= 1 and model (Proposition 1).
+
+  With K = e^{2 beta} - 1 (every weight w = exp(beta s) / Z(x) lies in [e^{-2 beta}, e^{2 beta}], so
+  |w - 1| <= K) and t = M_1 / Z(x_1) - 1 >= e^{-2 beta} - 1: the second-order moments leave
+  |J - E a^2 / 2| <= K^2 / 2, |E t^3| <= 4 K^3 / N^2 and E t^4 <= 5 K^4 / N^2, and the Taylor remainder
+  of log(1 + t) after t^3 / 3 is at most e^{2 beta} t^4 / 4 (README, proof of Proposition 1).
+  """
+  k = np.expm1(2 * beta)
+  return float(k**2 / 2 + 4 * k**3 / 3 + 5 * np.exp(2 * beta) * k**4 / 4)
 
 
 def capped_bias_bound(n: int, beta: float) -> float:
@@ -97,14 +110,14 @@ def uniform_terms(m: int, n: int, beta: float, delta: float, complexity: Complex
   L_inf - L^_N (or |L_inf - L^_N| when two_sided) <= total.
 
   rademacher:     2 R_m, R_m = beta (sim + e^{2 beta} tower) / sqrt(m)
-  concentration:  c1(beta) sqrt(ln(k/delta) / (2m)), k = 2 if two_sided else 1
+  concentration:  c_bar(beta) sqrt(ln(k/delta) / (2m)), k = 2 if two_sided else 1
   batch_uniform:  2 beta e^{2 beta} tower sqrt(N-1) / N  (a proof artifact: one supremum per anchor)
   batch_positive: (e^{2 beta} - 1) / N                    (the positive inside the mean: bias)
   """
   lip = log_lipschitz(beta) * exp_lipschitz(beta)  # beta e^{2 beta}: log of a mean of exp(beta s)
   terms = {
       "rademacher": 2 * (beta * complexity.sim + lip * complexity.tower) / np.sqrt(m),
-      "concentration": mcdiarmid_deviation(c1(beta), m, delta, two_sided),
+      "concentration": mcdiarmid_deviation(c_bar(beta), m, delta, two_sided),
       "batch_uniform": 2 * lip * complexity.tower * np.sqrt(n - 1) / n,
       "batch_positive": log_lipschitz(beta) * 2 * np.sinh(beta) / n,  # e^beta (b - a) / N
   }

@@ -20,8 +20,20 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from experiments.stats import line_fit
-from theory import bias, bound, empirical, linear_towers, lse_bound, montecarlo, sweep, symbolic, synthetic
+from analysis import cli
+from analysis.stats import line_fit
+from theory import (
+  bias,
+  bound,
+  empirical,
+  gradient,
+  linear_towers,
+  lse_bound,
+  montecarlo,
+  sweep,
+  symbolic,
+  synthetic,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +45,7 @@ class Settings:
   pool: int  # sample size of the L_inf pool-estimator check
   sweep: linear_towers.SweepConfig
   worlds: bias.CheckPlan  # the sphere worlds of the N * bias -> kappa and N * Var -> tau^2 pass rates
+  gradient: gradient.GradientPlan  # the sphere worlds of N * (gradient bias) -> alpha (Proposition 2)
   fit_from: int = 8  # smallest N in the kappa fit of the vMF world: below it the next-order terms show
   level: float = 0.99  # confidence level of every interval a check tests
   beta: float = 2.0  # the Monte Carlo world's inverse temperature
@@ -41,9 +54,11 @@ class Settings:
 
 QUICK = Settings(trials=300, batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256), m=1024, pool=4096,
                  sweep=linear_towers.SweepConfig(m=512, batch_sizes=(4, 32, 128), seeds=(0, 1),
-                                                 steps=60, n_test=4096, n_sigma=64), worlds=bias.QUICK)
+                                                 steps=60, n_test=4096, n_sigma=64), worlds=bias.QUICK,
+                 gradient=gradient.QUICK)
 FULL = Settings(trials=2000, batch_sizes=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), m=4096,
-                pool=16384, sweep=linear_towers.SweepConfig(), worlds=bias.FULL, fit_from=16)
+                pool=16384, sweep=linear_towers.SweepConfig(), worlds=bias.FULL, gradient=gradient.FULL,
+                fit_from=16)
 
 
 def check_bounded_differences(s: Settings, rng: np.random.Generator) -> list[dict]:
@@ -77,11 +92,26 @@ def check_batch_bias(s: Settings, rng: np.random.Generator) -> list[dict]:
   z = stats.norm.ppf(0.5 + s.level / 2)
   within = bool((table.bias.abs() <= table.bias_bound + z * table.bias_se).all()
                 and (table.loss_sd <= table.efron_stein_sd).all())
+  # O(1/N^2) remainder, exactly: N^2 (L_N - L_inf) - N kappa stays below C_2 and tends to kappa_2.
+  second = []
+  for b in (0.5, 2.0):
+    for k in (2, 10):
+      c = montecarlo.cluster_constants(b, k)
+      scaled = [n * n * montecarlo.cluster_bias_exact(n, b, k) - n * c["kappa"] for n in (64, 1024, 16384)]
+      second.append({"beta": b, "clusters": k, "kappa2": c["kappa2"], "scaled_remainder": scaled,
+                     "remainder_constant": bound.bias_remainder_constant(b)})
   out = [{"name": "bias_within_bound", "passed": within,
           "max_abs_bias_over_bound": float((table.bias.abs() / table.bias_bound).max()),
           "max_sd_over_efron_stein": float((table.loss_sd / table.efron_stein_sd).max())},
          {"name": "bias_bound_sharp", "passed": bool(max(np.abs(sharp)) <= 1 and max(sharp) >= 0.95),
-          "max_exact_bias_over_bound": float(max(sharp))}]
+          "max_exact_bias_over_bound": float(max(sharp))},
+         {"name": "bias_second_order",
+          "passed": all(max(map(abs, r["scaled_remainder"])) <= r["remainder_constant"]
+                        and abs(r["scaled_remainder"][-1] - r["kappa2"]) <= 2e-3 * max(1, abs(r["kappa2"]))
+                        for r in second),
+          "max_relative_error_at_16384": max(abs(r["scaled_remainder"][-1] - r["kappa2"])
+                                             / max(1, abs(r["kappa2"])) for r in second),
+          "worlds": second}]
   # N * bias = kappa + kappa_2 / N: the intercept is the delta-method constant.
   scaled = line_fit(1 / n, n * bias, n * bias_se, s.level)
   diff_se = np.hypot(scaled["intercept_se"], kappa["kappa_se"])
@@ -184,7 +214,8 @@ def run(s: Settings, report: Callable[[dict], None], tmp_csv: str) -> bool:
           check_estimators, check_fixed_model_coverage, check_gradient, check_linear_towers,
           lambda st, rng: check_sweep_evaluation(st, rng, tmp_csv),
           lambda st, rng: lse_bound.run_all(rng, st.trials),
-          lambda st, rng: bias.check_pass_rates(st.worlds, rng)]
+          lambda st, rng: bias.check_pass_rates(st.worlds, rng),
+          lambda st, rng: gradient.check(st.gradient, rng)]
   for seed, job in enumerate(jobs):  # one Generator per job: results do not depend on the order
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
@@ -212,9 +243,10 @@ def summary_line(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser = cli.Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument("--json", action="store_true", help="one JSON object per check and line")
-  parser.add_argument("--trials", type=int, help="Monte Carlo repetitions (default 300 quick, 2000 full)")
+  parser.add_argument("--trials", type=cli.number(int, ge=2),
+                      help="Monte Carlo repetitions (default 300 quick, 2000 full)")
   parser.add_argument("--quick", action="store_true", help="small sizes, for tests (seconds)")
   args = parser.parse_args(argv)
   s = QUICK if args.quick else FULL
@@ -230,4 +262,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run(main))

@@ -86,6 +86,23 @@ def cluster_bias_exact(n: int, beta: float, n_clusters: int) -> float:
                - np.log(p * np.exp(beta) + (1 - p) * np.exp(-beta)))
 
 
+def cluster_constants(beta: float, n_clusters: int) -> dict[str, float]:
+  """kappa and the second-order constant kappa_2 of L_N - L_inf = kappa / N + kappa_2 / N^2 + O(1/N^3) in
+  the cluster world of cluster_bias_exact (README, proof of Proposition 1).
+
+  Every weight w = exp(beta s) / Z is e^{+-beta} / Z: the positive's is e^beta / Z = 1 + rho, a negative's
+  has variance s2 = 2 J and third central moment m3. The expansion of E log(1 + t) through t^4 gives
+  kappa_2 = J - rho^2 / 2 + rho s2 + m3 / 3 - 3 s2^2 / 4 (the t^5 and later terms are O(1/N^3)).
+  """
+  p = 1.0 / n_clusters
+  z = p * np.exp(beta) + (1 - p) * np.exp(-beta)
+  high, low = np.exp(beta) / z - 1, np.exp(-beta) / z - 1  # a negative's w - 1 (mean 0)
+  s2, m3 = p * high**2 + (1 - p) * low**2, p * high**3 + (1 - p) * low**3
+  rho = high  # the positive is always in its own cluster
+  kappa2 = s2 / 2 - rho**2 / 2 + rho * s2 + m3 / 3 - 3 * s2**2 / 4
+  return {"rho": float(rho), "jensen": float(s2 / 2), "kappa": float(rho - s2 / 2), "kappa2": float(kappa2)}
+
+
 def replace_one_pair_ratios(rng: np.random.Generator, m: int, n: int, beta: float, dim: int,
                             trials: int) -> np.ndarray:
   """m |change of L^_N| / c_N when one pair is replaced by a fresh one, per trial and direction.

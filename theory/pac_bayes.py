@@ -36,17 +36,21 @@ Proofs, step by step.
   E_S E_P e^f = E_P E_S e^f <= 1; by Markov, P_S(E_P e^f > 1/delta) <= delta; outside that event apply
   Donsker-Varadhan. Everything below is (G) with a suitable f, plus a union bound over finite grids.
 
-(A) Pair-level bounded differences ("mcdiarmid"). Fix theta. Replacing one of the m pairs changes only
-  its batch's l_b, by at most c_N / N (Lemma 1, README), so L^_N = (1/n) sum_b l_b moves by at most
-  c_N / m. (The batch range alone gives N w_N / m; c_N <= N w_N always, since each of the N - 1 other
-  rows' terms stays in an interval of width w_N, so c = c_N = bound.bounded_difference_constant.)
-  Hoeffding's lemma on the Doob martingale of L^_N [McD89; BLM13, proof of Thm 6.2] gives
-  E_S e^{lambda (L_N - L^_N)} <= e^{lambda^2 c^2 / (8m)} (mean zero since E L^_N = L_N). So
-  f = lambda F - lambda^2 c^2 / (8m) satisfies (G); a union bound over lambda_j = 2^j sqrt(8m) / c,
-  j < LAMBDA_GRID (fixed before the data), gives with probability >= 1 - delta, for all Q,
+(A) Bounded differences ("mcdiarmid"), with the better of two martingales, as in Theorem 2 (README).
+  Fix theta. Pairs: replacing one of the m pairs changes only its batch's l_b, by at most c_N / N
+  (Lemma 1, README), so L^_N = (1/n) sum_b l_b moves by at most c_N / m; Hoeffding's lemma on the Doob
+  martingale of L^_N over the m pairs [McD89; BLM13, proof of Thm 6.2] gives
+  E_S e^{lambda (L_N - L^_N)} <= e^{lambda^2 c_N^2 / (8m)} (mean zero since E L^_N = L_N). Batches: the
+  n = m/N batches are independent and each l_b lies in an interval of width w_N, so the martingale over
+  the batches gives the same with sum_b (w_N / n)^2 = (sqrt(N) w_N)^2 / m in place of c_N^2 / m. Both
+  hold for every theta, so c = c*_N = min(c_N, sqrt(N) w_N) = lse_bound.concentration_constant, fixed by
+  (N, beta) before the data (2.83 instead of c_N = 3.43 at beta = 1, N = 2; 257 instead of 1534 at
+  beta = 14, N = 64). So f = lambda F - lambda^2 c^2 / (8m) satisfies (G); a union bound over
+  lambda_j = 2^j sqrt(8m) / c, j < LAMBDA_GRID (fixed before the data), gives w.p. >= 1 - delta, for all Q,
       gap(Q) <= min_j (KL + ln(LAMBDA_GRID / delta)) / lambda_j + lambda_j c^2 / (8m).
-  At KL = 0 this is about c sqrt(ln(LAMBDA_GRID / delta) / (2m)): the worst-case constant c_N (about
-  4 beta + e^{2 beta} - 1 for large N) sets a floor that no posterior can remove.
+  At KL = 0 this is about c sqrt(ln(LAMBDA_GRID / delta) / (2m)): the worst-case constant c*_N (about
+  4 beta + e^{2 beta} - 1 for large N, and growing like sqrt(N) before that) sets a floor that no
+  posterior can remove.
 
 (B) Batch-level PAC-Bayes-kl [See02; Mau04]. Fix theta; X_b = (l_b - lo_N) / w_N in [0, 1] are n i.i.d.
   variables with mean mu and empirical mean mu^. Maurer's lemma (the [0,1] case is dominated by the
@@ -86,18 +90,21 @@ Proofs, step by step.
   of the values it is used with.
 
 Union bound (the ledger). delta is split equally over the sigma grid (times `n_choices` for any other
-grid, e.g. of temperatures), then over the active families; inside "kl" and "bernstein" a share MC_SHARE
-goes to the Monte Carlo bounds (halved between the two sides of E_Q L^_N for kl), the rest to (G), and
-the grids above divide their share again. The families are fixed by (m, N) alone: the batch-level ones
-need n >= MIN_BATCHES batches. The reported bound is the minimum over families, valid with probability
->= 1 - delta over S and the draws, simultaneously for every sigma, whichever sigma is reported
-(sigma may be chosen from the data: `choose_sigmas`).
+grid, e.g. of temperatures, or of priors: the linear-tower evaluation quotes the better of the "init"
+and "half" priors, so each spends delta / 2), then over the active families; inside "kl" and
+"bernstein" a share MC_SHARE goes to the Monte Carlo bounds (halved between the two sides of E_Q L^_N
+for kl), the rest to (G), and the grids above divide their share again. The families are fixed by
+(m, N) alone: the batch-level ones need n >= MIN_BATCHES batches. The reported bound is the minimum over
+families, valid with probability >= 1 - delta over S and the draws, simultaneously for every sigma,
+whichever sigma is reported (sigma may be chosen from the data: `choose_sigmas`).
 
 Data-dependent prior [DHGAR21]. Split S by a fixed rule into S1 and S2; train the prior mean theta_0 on
 S1 only; evaluate everything above on S2 (m = |S2|). Given S1, S2 is i.i.d. and P does not depend on
 it, so the bound holds w.p. >= 1 - delta over S2 for every S1, hence over S. It covers
 E_Q[L_N - L^_N(S2)]: the gap of Q measured on S2 only, where Q may depend on all of S (here its mean is
-trained from theta_0 on S1 u S2, so S2 is genuinely training data for Q).
+trained from theta_0 on S1 u S2, so S2 is genuinely training data for Q). Reporting the smaller of the
+"init" and "half" bounds is a choice between two bounds made after seeing both, so each is computed at
+delta / 2 (LinearConfig.priors enters n_choices): then both hold together w.p. >= 1 - delta.
 
 References. [Alq21] P. Alquier, User-friendly introduction to PAC-Bayes bounds, arXiv 2110.11216.
 [BLM13] Boucheron, Lugosi, Massart, Concentration Inequalities, 2013. [CT06] Cover, Thomas, Elements of
@@ -114,16 +121,15 @@ Gaussian process classification, JMLR 2002.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from theory import bound, empirical, linear_towers, montecarlo, synthetic
+from analysis import cli
+from theory import bound, empirical, linear_towers, lse_bound, montecarlo, synthetic
 
 SIGMAS = tuple(float(1e-3 * 2 ** (j / 2)) for j in range(24))  # posterior / prior scale grid, 0.001..2.9
 LAMBDA_GRID = 24  # (A): lambda_j = 2^j sqrt(8m) / c
@@ -188,7 +194,9 @@ def _eta_grid() -> np.ndarray:
 
 
 def mcdiarmid_gap(kl: float, m: int, c: float, delta: float) -> float:
-  """(A): min over lambda_j = 2^j sqrt(8m)/c of (KL + ln(J/delta)) / lambda_j + lambda_j c^2 / (8m)."""
+  """(A): min over lambda_j = 2^j sqrt(8m)/c of (KL + ln(J/delta)) / lambda_j + lambda_j c^2 / (8m).
+
+  c is c*_N (lse_bound.concentration_constant) in _family_gaps."""
   scale, grid = c / np.sqrt(8 * m), 2.0 ** np.arange(LAMBDA_GRID)
   return float(scale * np.min((kl + np.log(LAMBDA_GRID / delta)) / grid + grid))
 
@@ -269,7 +277,7 @@ def _family_gaps(
   d = problem.family_delta
   gaps = {
     "mcdiarmid": mcdiarmid_gap(
-      kl, problem.m, bound.bounded_difference_constant(problem.batch_size, problem.beta), d
+      kl, problem.m, lse_bound.concentration_constant(problem.batch_size, problem.beta), d
     )
   }
   if len(problem.families) > 1:
@@ -460,7 +468,7 @@ def evaluate_run(
   """
   beta, rng = cfg.sweep.beta, np.random.default_rng([seed, n, 7])
   (w0, v0), (w, v), (xb, yb) = fit(prior, x, y, n, seed, cfg)
-  problem = Problem(len(xb), n, beta, cfg.sweep.delta)
+  problem = Problem(len(xb), n, beta, cfg.sweep.delta, n_choices=len(SIGMAS) * len(cfg.priors))
   dist2 = float(((w - w0) ** 2).sum() + ((v - v0) ** 2).sum())
   train_loss = empirical.train_objective(xb @ w.T, yb @ v.T, n, beta)
   test_loss = population_loss(world, w, v, beta, x_test, y_test, n, rng)
@@ -491,6 +499,7 @@ def evaluate_run(
         "kl": kl,
         "m_bound": problem.m,
         "n_batches": problem.n_batches,
+        "n_choices": problem.n_choices,
         "beta": beta,
         "train_loss": train_loss,
         "test_loss": test_loss,
@@ -549,8 +558,8 @@ QUICK = LinearConfig(ms=(1024,), batch_sizes=(2, 32, 512), seeds=(0,))
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, required=True, help="folder for pac_bayes_linear_towers.csv")
+  parser = cli.Parser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", type=cli.out_dir, required=True, help="folder for pac_bayes_linear_towers.csv")
   parser.add_argument("--quick", action="store_true", help="one seed, m = 1024, three batch sizes")
   args = parser.parse_args(argv)
   start = time.time()
@@ -563,4 +572,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  raise SystemExit(cli.run(main))

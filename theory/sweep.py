@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from experiments.stats import combination, least_squares
+from analysis.stats import combination, least_squares
 
 RATES = {"inv_sqrt": 0.5, "inv": 1.0}  # gap = a + b N^-p
 

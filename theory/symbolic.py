@@ -98,7 +98,7 @@ def other_row_change() -> dict:
 
 
 def bounded_difference_constants() -> dict:
-  """c_N <= 4 beta + (e^{2 beta} - 1)(N - 1)/N < c1 = 4 beta + e^{2 beta} - 1 (Lemma 1, Theorem 1).
+  """c_N <= 4 beta + (e^{2 beta} - 1)(N - 1)/N < c-bar = 4 beta + e^{2 beta} - 1 (Lemma 1, Theorem 1).
 
   Uses own-row width <= 4 beta (sym_own_row_range) and (N - 1) log(1 + z/N) <= (N - 1) z/N, from
   log(1 + y) <= y (y - log(1 + y) is 0 at 0 with derivative y/(1 + y) >= 0). The middle expression
@@ -109,14 +109,14 @@ def bounded_difference_constants() -> dict:
   log1p_below = _zero(sp.diff(y - sp.log(1 + y), y) - y / (1 + y)) and bool((y / (1 + y)).is_nonnegative)
   middle = 4 * beta + (B**2 - 1) * (N - 1) / N
   phi_constant = 4 * beta + B * (B - A) * (N - 1) / N
-  c1 = 4 * beta + B**2 - 1
+  c_bar = 4 * beta + B**2 - 1
   grid_ok = all(bound.bounded_difference_constant(n, b) <= float(middle.subs({N: n, beta: b}))
-                * (1 + 1e-12) and float(middle.subs({N: n, beta: b})) <= bound.c1(b) for n, b in GRID)
+                * (1 + 1e-12) and float(middle.subs({N: n, beta: b})) <= bound.c_bar(b) for n, b in GRID)
   return {"name": "sym_bounded_difference_constants",
           "passed": log1p_below and _zero(middle - phi_constant)
-          and _zero(c1 - middle - (B**2 - 1) / N) and _positive(B**2 - 1)
-          and _matches(c1 + 0 * N, lambda n, b: bound.c1(b)) < 1e-12 and grid_ok,
-          "c1_beta1": bound.c1(1.0), "cN_N64_beta1": bound.bounded_difference_constant(64, 1.0)}
+          and _zero(c_bar - middle - (B**2 - 1) / N) and _positive(B**2 - 1)
+          and _matches(c_bar + 0 * N, lambda n, b: bound.c_bar(b)) < 1e-12 and grid_ok,
+          "c_bar_beta1": bound.c_bar(1.0), "cN_N64_beta1": bound.bounded_difference_constant(64, 1.0)}
 
 
 def taylor_moments() -> dict:
@@ -149,6 +149,106 @@ def delta_method() -> dict:
   return {"name": "sym_delta_method",
           "passed": series_ok and _zero(limit - ((p - z) / z - var / (2 * z**2))),
           "limit": str(limit)}
+
+
+def _iid_expectation(expr: sp.Expr, draws: list[tuple], moment) -> sp.Expr:
+  """E of a polynomial in i.i.d. draws: `draws` holds each draw's components (jointly distributed within a
+  draw, independent across draws), moment(powers) is E of one draw's monomial with those powers."""
+  flat = [v for draw in draws for v in draw]
+  poly = sp.Poly(sp.expand(expr), *flat)
+  width = len(draws[0])
+  return sum(c * sp.prod([moment(powers[i:i + width]) for i in range(0, len(flat), width)])
+             for powers, c in poly.terms())
+
+
+def remainder_moments() -> dict:
+  """The moments that finish Proposition 1's O(1/N^2) remainder and start Proposition 2's.
+
+  t = (a + sum_{j>=2} c_j) / N with c_j i.i.d., mean 0, E c^2 = s2, E c^3 = m3, E c^4 = m4 (a = the
+  positive's weight - 1); e = (h + sum_{j>=2} h_j) / N with (h_j, c_j) jointly i.i.d., E h_j = 0,
+  E h_j c_j = k11 (one coordinate of the gradient's numerator). For N = 2..6:
+    N^3 E t^3 = a^3 + 3 a (N - 1) s2 + (N - 1) m3,
+    N^4 E t^4 = a^4 + 6 a^2 (N - 1) s2 + 4 a (N - 1) m3 + (N - 1) m4 + 3 (N - 1)(N - 2) s2^2,
+    N^2 E e t = h a + (N - 1) k11.
+  With |a|, |c| <= K the first is <= (4N - 3) K^3 and the second <= (3N^2 + 2N - 4) K^4 <= 5 N^2 K^4.
+  The remainders: log(1 + t) = t - t^2/2 + t^3/3 - R(t), R' = t^3 / (1 + t) (so 0 <= R <= e^{2 beta} t^4 / 4
+  when 1 + t >= e^{-2 beta}), and 1/(1 + t) = 1 - t + t^2 - t^3 + t^4 / (1 + t).
+  """
+  a, h, s2, m3, m4, k11 = sp.symbols("a h s2 m3 m4 k11", real=True)
+
+  def moment(powers):  # powers of (c, h) in one draw
+    table = {(0, 0): 1, (1, 0): 0, (0, 1): 0, (2, 0): s2, (3, 0): m3, (4, 0): m4, (1, 1): k11}
+    return table[tuple(powers)]
+
+  ok = True
+  for n in range(2, 7):
+    draws = [sp.symbols(f"c{j} h{j}", real=True) for j in range(2, n + 1)]
+    t = (a + sum(c for c, _ in draws)) / n
+    e = (h + sum(hj for _, hj in draws)) / n
+    ok &= _zero(n**3 * _iid_expectation(t**3, draws, moment) - (a**3 + 3 * a * (n - 1) * s2 + (n - 1) * m3))
+    ok &= _zero(n**4 * _iid_expectation(t**4, draws, moment)
+                - (a**4 + 6 * a**2 * (n - 1) * s2 + 4 * a * (n - 1) * m3 + (n - 1) * m4
+                   + 3 * (n - 1) * (n - 2) * s2**2))
+    ok &= _zero(n**2 * _iid_expectation(e * t, draws, moment) - (h * a + (n - 1) * k11))
+  n1 = 1 + n_plus  # N >= 1
+  counts = (_positive(4 * n1 - (1 + 3 * (n1 - 1) + (n1 - 1)))
+            and _positive(5 * n1**2 - (1 + 11 * (n1 - 1) + 3 * (n1 - 1) * (n1 - 2)))
+            and _zero(1 + 11 * (n1 - 1) + 3 * (n1 - 1) * (n1 - 2) - (3 * n1**2 + 2 * n1 - 4)))
+  t = sp.Symbol("t", real=True)
+  remainders = (_zero(sp.diff(sp.log(1 + t) - t + t**2 / 2 - t**3 / 3, t) + t**3 / (1 + t))
+                and _zero(1 / (1 + t) - (1 - t + t**2 - t**3) - t**4 / (1 + t)))
+  k = B**2 - 1
+  c2 = k**2 / 2 + 4 * k**3 / 3 + 5 * B**2 * k**4 / 4
+  return {"name": "sym_remainder_moments",
+          "passed": bool(ok) and counts and remainders
+          and _matches(c2 + 0 * N, lambda n, b: bound.bias_remainder_constant(b)) < 1e-12,
+          "largest_N_checked": 6, "C2_beta1": bound.bias_remainder_constant(1.0)}
+
+
+def gradient_first_order() -> dict:
+  """Proposition 2's constants are the gradients of Proposition 1's kappa, and its limits those of L_inf.
+
+  A discrete world: two images and two texts with a fixed joint law pi (rational, not a product), scalar
+  embeddings u_i, v_j (s = u_i v_j). kappa(u, v) = E w - 1 - (E_x q(x) - 1) / 2 and L_inf(u, v) are explicit,
+  and each partial derivative must equal the pair-weighted sum of the per-pair formulas of README section 9:
+  d kappa / d u_i = sum_j pi_ij alpha_u(i, j), d kappa / d v_j = sum_i pi_ij alpha_v(i, j), and the same
+  for L_inf with beta (mu - v) and beta (nu - u). After differentiating, exp(beta u_i v_j) becomes a
+  positive symbol, so each difference is a rational function that must cancel to 0.
+  """
+  pi = [[sp.Rational(1, 2), sp.Rational(1, 6)], [sp.Rational(1, 12), sp.Rational(1, 4)]]
+  u, v = sp.symbols("u1 u2", real=True), sp.symbols("v1 v2", real=True)
+  idx = range(2)
+  px = [sum(pi[i]) for i in idx]
+  py = [pi[0][j] + pi[1][j] for j in idx]
+  ex = [[sp.exp(beta * u[i] * v[j]) for j in idx] for i in idx]
+  z = [sum(py[j] * ex[i][j] for j in idx) for i in idx]
+  w = [[ex[i][j] / z[i] for j in idx] for i in idx]
+  mu = [sum(py[j] * w[i][j] * v[j] for j in idx) for i in idx]
+  nu = [sum(px[i] * w[i][j] * u[i] for i in idx) for j in idx]
+  q = [sum(py[j] * w[i][j] ** 2 for j in idx) for i in idx]
+  rho = [sum(pi[i][j] / px[i] * w[i][j] for j in idx) - 1 for i in idx]
+  kappa = sum(pi[i][j] * w[i][j] for i in idx for j in idx) - 1 - sum(px[i] * (q[i] - 1) for i in idx) / 2
+  l_inf = sum(pi[i][j] * (-beta * u[i] * v[j] + sp.log(z[i])) for i in idx for j in idx)
+
+  def alpha_u(i, j):
+    return beta * (w[i][j] * (v[j] - mu[i]) - sum(py[k] * w[i][k] ** 2 * (v[k] - mu[i]) for k in idx))
+
+  def alpha_v(i, j):
+    return beta * (w[i][j] * u[i] - sum(px[k] * w[k][j] * u[k] * (1 + rho[k] + w[k][j] - q[k]) for k in idx))
+
+  positive = {ex[i][j]: sp.Symbol(f"e{i}{j}", positive=True) for i in idx for j in idx}
+
+  def same(lhs, rhs):
+    return sp.expand(sp.numer(sp.together((lhs - rhs).subs(positive)))) == 0
+
+  ok = all(same(sp.diff(kappa, u[i]), sum(pi[i][j] * alpha_u(i, j) for j in idx))
+           and same(sp.diff(l_inf, u[i]), sum(pi[i][j] * beta * (mu[i] - v[j]) for j in idx)) for i in idx)
+  ok &= all(same(sp.diff(kappa, v[j]), sum(pi[i][j] * alpha_v(i, j) for i in idx))
+            and same(sp.diff(l_inf, v[j]), sum(pi[i][j] * beta * (nu[j] - u[i]) for i in idx)) for j in idx)
+  # A wrong constant must not pass: alpha_u without its ratio-estimator term.
+  broken = same(sp.diff(kappa, u[0]), sum(pi[0][j] * beta * w[0][j] * (v[j] - mu[0]) for j in idx))
+  return {"name": "sym_gradient_first_order", "passed": bool(ok) and not broken,
+          "broken_passes": bool(broken)}
 
 
 def bias_bound() -> dict:
@@ -234,8 +334,8 @@ def rademacher_linear() -> dict:
 
 
 CHECKS = (log_lipschitz, exp_lipschitz, own_row_range, other_row_change, bounded_difference_constants,
-          taylor_moments, delta_method, bias_bound, mcdiarmid_inversion, bound_monotone_and_limits,
-          rademacher_linear)
+          taylor_moments, delta_method, remainder_moments, gradient_first_order, bias_bound,
+          mcdiarmid_inversion, bound_monotone_and_limits, rademacher_linear)
 
 
 def run_all() -> list[dict]:

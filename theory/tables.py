@@ -27,6 +27,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from analysis import cli
 from theory import bound, check, linear_towers, lse_bound, montecarlo, synthetic
 
 SWEEPS = (linear_towers.SweepConfig(m=1024, batch_sizes=(2, 8, 32, 128, 512, 1024)),
@@ -79,13 +80,14 @@ def temperature_table(betas=(1, 2, 5, 10, 11, 14, 16), batch_sizes=(16, 1024)) -
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--out", default="theory/figures")
+  parser = cli.Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument("--out", type=cli.out_dir, default="theory/figures")
   parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, seconds)")
-  parser.add_argument("--only", default="linear_towers_sweep,batch_bias,looseness,temperature",
+  tables = ("linear_towers_sweep", "batch_bias", "looseness", "temperature")
+  parser.add_argument("--only", type=cli.choices(*tables), default=",".join(tables),
                       help="comma-separated tables to (re)build")
   args = parser.parse_args(argv)
-  only = set(args.only.split(","))
+  only = set(args.only)
   os.makedirs(args.out, exist_ok=True)
   path = lambda name: os.path.join(args.out, f"{name}.csv")  # noqa: E731
   start = time.perf_counter()
@@ -103,4 +105,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(cli.run(main))

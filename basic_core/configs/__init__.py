@@ -46,10 +46,28 @@ def renamed(key: str) -> str:
   return MOVED_KEYS.get(key, key)
 
 
+ESTIMATORS = ("plain", "sogclr", "queue")  # loss.estimator (basic_core/losses.py)
+
+
+def resolve_group_size(group_size: int, batch_size: int) -> int:
+  """G, the pairs each contrastive loss sees (G - 1 negatives per positive), of a batch of `batch_size`
+  pairs split by loss.group_size = `group_size`: 0 means the whole batch. The one place that resolves
+  that default (`loss_group_size` for a config, losses.py for the batch it is given)."""
+  return int(group_size) or int(batch_size)
+
+
 def loss_group_size(config) -> int:
-  """G: how many pairs each contrastive loss sees (G - 1 negatives per positive); loss.group_size = 0
-  means the whole contrastive batch."""
-  return int(config.loss.group_size) or int(config.train.batch_size)
+  """G of a config: its loss.group_size resolved against the contrastive batch."""
+  return resolve_group_size(config.loss.group_size, config.train.batch_size)
+
+
+def world_name(data_config) -> str:
+  """The built-in world a `data` section names: data.world, or data.name where an older config or
+  command line sets that (the one place that resolves the two)."""
+  name, world = data_config.get("name", ""), data_config.get("world", "scenes")
+  if name and world not in ("scenes", name):
+    raise ConfigError(f"data.name={name!r} and data.world={world!r} disagree; set data.world only")
+  return name or world
 
 
 def microbatching(train_config) -> tuple[int, int]:
@@ -126,7 +144,7 @@ POSITIVE = ("train.batch_size", "train.steps", "train.log_every", "train.checkpo
             "pretrain.batch_size")
 NON_NEGATIVE = ("optim.warmup_steps", "optim.weight_decay", "optim.clip_norm", "train.eval_every",
                 "train.freeze_image_steps", "pretrain.steps", "eval.probe_every", "loss.tile",
-                "loss.group_size")
+                "loss.group_size", "loss.queue_size")
 FRACTIONS = {"model.dropout": "[0, 1)", "data.noise": "[0, 1]", "optim.end_lr_frac": "[0, 1]"}
 
 
@@ -185,6 +203,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.loss.kind not in ("softmax", "sigmoid"):
     raise ConfigError(f"loss.kind must be 'softmax' or 'sigmoid', got {config.loss.kind!r}")
   _check_numbers(config)
+  _check_estimator(config)
   if t.microbatch_size < 0:
     raise ConfigError(f"train.microbatch_size must be 0 (no accumulation) or positive, "
                       f"got {t.microbatch_size}")
@@ -199,9 +218,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   tile = config.loss.tile
   if tile and group > tile and group % tile:
     raise ConfigError(f"the loss group ({group} pairs) is not divisible by loss.tile {tile}")
-  if config.data.fresh and (config.data.train != "builtin" or config.data.name != "scenes"):
-    raise ConfigError("data.fresh=true needs the built-in scenes (data.train=builtin, data.name=scenes): "
-                      "only procedural data has an unlimited stream of pairs")
+  if config.data.fresh and (config.data.train != "builtin" or world_name(config.data) == "digits"):
+    raise ConfigError("data.fresh=true needs a procedural built-in world (data.train=builtin, data.world="
+                      "scenes or objects): only those have an unlimited stream of pairs")
   if t.freeze_image not in ("none", "all", "first_k"):
     raise ConfigError(f"train.freeze_image must be none, all or first_k, got {t.freeze_image!r}")
   if config.optim.name not in ("adamw", "adafactorw"):
@@ -209,3 +228,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optim.schedule not in ("cosine", "linear", "constant"):
     raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {config.optim.schedule!r}")
 
+
+def _check_estimator(config) -> None:
+  """loss.estimator and its keys (losses.py says what each estimator computes)."""
+  loss = config.loss
+  if loss.estimator not in ESTIMATORS:
+    raise ConfigError(f"loss.estimator must be one of {ESTIMATORS}, got {loss.estimator!r}")
+  if loss.estimator != "plain" and loss.kind != "softmax":
+    raise ConfigError(f"loss.estimator={loss.estimator} estimates the softmax loss: it needs "
+                      f"loss.kind=softmax, got {loss.kind!r}")
+  if not 0 < loss.sogclr_gamma <= 1:
+    raise ConfigError(f"loss.sogclr_gamma must be in (0, 1], got {loss.sogclr_gamma}")
+  if loss.estimator == "sogclr" and config.data.fresh:
+    raise ConfigError("loss.estimator=sogclr keeps an estimate per pair of a pool, so its pairs must repeat: "
+                      "it cannot run on data.fresh=true (use loss.estimator=queue there)")

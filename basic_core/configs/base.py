@@ -48,6 +48,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.kind = "softmax"  # softmax (CLIP/ALIGN/BASIC) | sigmoid (SigLIP)
   c.loss.tile = 0  # 0 = dense N x N logits; else rows per tile of the streamed loss
   c.loss.group_size = 0  # 0 = negatives from the whole batch; G = from consecutive groups of G pairs
+  # How the softmax loss estimates the global objective (losses.py): plain (each group's own softmax) |
+  # sogclr (per-pair moving averages of the normalisers; needs a pool) | queue (MoCo-style past negatives)
+  c.loss.estimator = "plain"
+  c.loss.sogclr_gamma = 0.9  # SogCLR's moving-average rate (its README's default); 1 = the plain gradient
+  c.loss.queue_size = 0  # Q: the last Q embeddings of each side, extra negatives of every group (queue)
 
   # --- training -----------------------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()
@@ -84,9 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- data (see basic_core/data) -----------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
-  c.data.name = "scenes"  # scenes (built-in benchmark) | digits (real sklearn digits)
+  c.data.world = "scenes"  # the built-in world (basic_core/worlds): scenes | digits | objects
+  c.data.name = ""  # the older name of data.world, still accepted (configs.world_name)
   c.data.train = "builtin"  # builtin | CSV/TSV path | WebDataset shards (list or brace pattern)
-  c.data.num_train = 20000  # training pairs of the built-in sets (the pool m; unused when fresh)
+  c.data.num_train = 20000  # training pairs of the built-in sets (the pool m; unused when fresh); with
+  # loss.estimator=sogclr also the rows of its per-pair table, which must hold any pool (real data too)
   c.data.fresh = False  # built-in scenes only: every training pair drawn once, never repeated
   c.data.num_test = 2000  # held-out pairs (same distribution)
   c.data.noise = 0.0  # fraction of captions replaced by another random caption
@@ -106,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_images = 512  # images per zero-shot task
   c.eval.probe_every = 0  # > 0: every k steps, losses and gaps on a few pairs (metrics.jsonl, probe_*)
   c.eval.probe_pairs = 2048  # held-out and trained pairs per probe
+  c.eval.control = False  # also the split-half bias check on the run's initial weights (control_*)
 
   # --- XLA:CPU tuning: how the step is compiled, never what it computes (no effect on other backends) ---
   c.xla = ml_collections.ConfigDict()

@@ -1,29 +1,29 @@
-"""Data commands: export the built-in set as WebDataset shards, benchmark the input pipeline, train a BPE.
+"""Data commands: export a built-in world as WebDataset shards, benchmark the input pipeline, train a BPE,
+count a world's false negatives.
 
   python -m basic_core.data export --out DIR [--num N] [--shard-size K] [--config tiny] [--split train]
   python -m basic_core.data bench [--config tiny] [--seconds 3]
   python -m basic_core.data train-tokenizer --out FILE [--vocab-size 1024] [--corpus builtin|CSV|shards|TXT]
+  python -m basic_core.data fn-rate --group-size G [--world W] [--rows 8192] [--json]
 
-Every command takes `--set key=value` config overrides (e.g. --set data.name=digits).
+Every command takes `--set key=value` config overrides (e.g. --set data.world=digits).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 
 import numpy as np
 
-from basic_core.configs import get_config
-from basic_core.data import captions as C
-from basic_core.data import digits as digits_lib
+from analysis import cli
+from basic_core.configs import get_config, world_name
+from basic_core.data import false_negatives, wds, worlds
 from basic_core.data import images as image_io
-from basic_core.data import scenes as S
-from basic_core.data import tasks, wds
-from basic_core.data.benchmark import ScenesBenchmark
-from basic_core.data.datasets import builtin, read_pairs
+from basic_core.data.datasets import read_pairs
 from basic_core.data.pipeline import train_pipeline
 from basic_core.data.tokenizer import get_tokenizer, train_bpe
 
@@ -34,10 +34,10 @@ _EXPORT_CHUNK = 256
 def export_shards(config, out: str, num: int | None = None, shard_size: int = 1000,
                   split: str = "train") -> list[str]:
   """Writes the first `num` pairs of a built-in split as key.png / key.txt / key.json shards."""
-  if num and config.data.name == "scenes":
+  if num and world_name(config.data) != "digits":  # procedural worlds draw as many pairs as asked
     config = config.copy_and_resolve_references()
     config.data[f"num_{split}"] = num
-  pairs = getattr(builtin(config), split)
+  pairs = getattr(worlds.build(config), split)
   n = min(num or len(pairs), len(pairs))
 
   def samples():
@@ -49,7 +49,7 @@ def export_shards(config, out: str, num: int | None = None, shard_size: int = 10
         yield f"{i:09d}", dict(png=image_io.encode_png(loaded.images_NxHxWx3[row]),
                                txt=loaded.captions[row].encode(), json=json.dumps(meta).encode())
 
-  return wds.write_shards(samples(), out, shard_size, prefix=f"{config.data.name}-{split}")
+  return wds.write_shards(samples(), out, shard_size, prefix=f"{world_name(config.data)}-{split}")
 
 
 def brace_pattern(paths: list[str]) -> str:
@@ -59,14 +59,10 @@ def brace_pattern(paths: list[str]) -> str:
 
 
 def corpus(spec: str, config, num: int) -> list[str]:
-  """Captions to train a tokenizer on: 'builtin' (scene and digit captions, task prompts), a .txt
-  file (one caption per line), or any data.train value (CSV/TSV, shards)."""
+  """Captions to train a tokenizer on: 'builtin' (every built-in world's captions and task prompts), a
+  .txt file (one caption per line), or any data.train value (CSV/TSV, shards)."""
   if spec == "builtin":
-    scenes = ScenesBenchmark(config.data.seed, 8, num, 0).scenes["train"]
-    digit_sets = digits_lib.Digits(config.data.seed, 8)
-    digit_prompts = [t.format(w) for t in digits_lib.TEMPLATES for w in digits_lib.WORDS]
-    digit_captions = [digit_sets.caption(i) for i in range(len(digit_sets.labels_N))]
-    return C.captions(scenes, np.arange(num)) + digit_captions + tasks.prompts() + digit_prompts
+    return worlds.corpus(config.data.seed, num)
   if spec.endswith(".txt"):
     with open(spec, encoding="utf-8") as f:
       return [line.strip() for line in f if line.strip()]
@@ -84,13 +80,15 @@ def _rate(fn, items_per_call: int, seconds: float, clock=time.perf_counter) -> f
 
 
 def bench(config, seconds: float) -> dict[str, float]:
-  """Images/s of the renderer at 32 and 64 (per CPU second: it runs on one core), and samples/s of the
-  pipeline, built-in and from shards (per wall second, as the trainer sees it)."""
-  results = {}
-  scenes = S.sample(np.random.default_rng(0), 2048, S.allowed_table(S.heldout_pairs(0)))
+  """Images/s of the world's renderer at 32 and 64 (per CPU second: it runs on one core), and samples/s
+  of the pipeline, built-in and from shards (per wall second, as the trainer sees it)."""
+  results, idx = {}, np.arange(2048)
   for size in (32, 64):
+    sized = config.copy_and_resolve_references()
+    sized.model.image.image_size, sized.data.num_train = size, len(idx)
+    pool = worlds.build(sized).train
     results[f"render {size}x{size} images/s"] = _rate(
-        lambda s=size: S.render_scenes(scenes, s), len(scenes), seconds, clock=time.process_time)
+        lambda p=pool: p.images(idx), len(idx), seconds, clock=time.process_time)
   tokenizer = get_tokenizer(config.data, config.model.text.context)
   batch = config.train.batch_size
 
@@ -110,39 +108,58 @@ def bench(config, seconds: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m basic_core.data", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.Parser(prog="python -m basic_core.data", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)
-  for name in ("export", "bench", "train-tokenizer"):
+  for name in ("export", "bench", "train-tokenizer", "fn-rate"):
     sub = commands.add_parser(name)
     sub.add_argument("--config", default="tiny")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  commands.choices["export"].add_argument("--out", required=True)
-  commands.choices["export"].add_argument("--num", type=int, default=None, help="pairs (default: the split)")
-  commands.choices["export"].add_argument("--shard-size", type=int, default=1000)
+  positive = cli.number(int, gt=0)
+  commands.choices["export"].add_argument("--out", required=True, type=cli.out_dir)
+  commands.choices["export"].add_argument("--num", type=positive, help="pairs (default: the split)")
+  commands.choices["export"].add_argument("--shard-size", type=positive, default=1000)
   commands.choices["export"].add_argument("--split", choices=("train", "test"), default="train")
-  commands.choices["bench"].add_argument("--seconds", type=float, default=3.0)
-  commands.choices["train-tokenizer"].add_argument("--out", required=True)
-  commands.choices["train-tokenizer"].add_argument("--vocab-size", type=int, default=1024)
+  commands.choices["bench"].add_argument("--seconds", type=cli.number(float, gt=0), default=3.0)
+  commands.choices["train-tokenizer"].add_argument("--out", required=True, type=cli.out_file)
+  commands.choices["train-tokenizer"].add_argument("--vocab-size", type=positive, default=1024)
   commands.choices["train-tokenizer"].add_argument("--corpus", default="builtin")
-  commands.choices["train-tokenizer"].add_argument("--num", type=int, default=50000,
+  commands.choices["train-tokenizer"].add_argument("--num", type=positive, default=50000,
                                                    help="scene captions in the builtin corpus")
+  fn_rate = commands.choices["fn-rate"]
+  fn_rate.add_argument("--group-size", type=positive, required=True, help="G, the pairs of one loss group")
+  fn_rate.add_argument("--world", default=None, help="a built-in world (default: the config's data.world)")
+  fn_rate.add_argument("--rows", type=positive, default=8192, help="rows sampled (at least one group)")
+  fn_rate.add_argument("--seed", type=int, default=0)
+  fn_rate.add_argument("--json", action="store_true", help="one JSON object")
   args = parser.parse_args(argv)
-  config = get_config(args.config, args.set)
+  config = get_config(args.config, args.set + ([f"data.world={args.world}"] if "world" in args and args.world
+                                               else []))
 
   if args.command == "export":
-    paths = export_shards(config, args.out, args.num, args.shard_size, args.split)
+    paths = export_shards(config, str(args.out), args.num, args.shard_size, args.split)
     print(f"wrote {len(paths)} shards; train on them with --set data.train={brace_pattern(paths)}")
   elif args.command == "bench":
     for name, value in bench(config, args.seconds).items():
       headroom = f"  ({value / TINY_TRAINER_SAMPLES_PER_S:.1f}x a {TINY_TRAINER_SAMPLES_PER_S}/s trainer)" \
           if "pipeline" in name else ""
       print(f"{name:34s} {value:10.0f}{headroom}")
+  elif args.command == "fn-rate":
+    result = dict(world=world_name(config.data)) | false_negatives.rate(
+        worlds.build(config), args.group_size, args.rows, args.seed)
+    if args.json:
+      print(json.dumps(result))
+    else:
+      low, high = result["ci95"]
+      print(f"world {result['world']}, G = {args.group_size}: false-negative rate {result['rate']:.4f} "
+            f"[{low:.4f}, {high:.4f}] over {result['rows']} rows in {result['groups']} groups")
   else:
-    tok = train_bpe(corpus(args.corpus, config, args.num), args.vocab_size)
-    tok.save(args.out)
+    with cli.blame("--corpus"):
+      texts = corpus(args.corpus, config, args.num)
+    tok = train_bpe(texts, args.vocab_size)
+    tok.save(str(args.out))
     print(f"wrote {args.out}: vocabulary {tok.get_vocab_size()}")
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(cli.run(main))

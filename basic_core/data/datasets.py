@@ -1,4 +1,4 @@
-"""Which pairs a config names: data.train is `builtin` (data.name: scenes | digits), a CSV/TSV file, or
+"""Which pairs a config names: data.train is `builtin` (data.world, see `worlds.py`), a CSV/TSV file, or
 WebDataset shards (comma-separated or a brace pattern); the held-out pairs go with it.
 
 Real data takes its held-out pairs from data.test when set, otherwise a seeded tenth of data.train
@@ -11,21 +11,9 @@ import zlib
 
 import numpy as np
 
-from basic_core.data import wds
-from basic_core.data.benchmark import ScenesBenchmark
+from basic_core.data import wds, worlds
 from basic_core.data.csv_pairs import read_csv
-from basic_core.data.digits import Digits
-from basic_core.data.fresh import FreshPairs
 from basic_core.data.source import EncodedPairs, Source
-
-
-def builtin(config) -> ScenesBenchmark | Digits:
-  d = config.data
-  if d.name == "scenes":
-    return ScenesBenchmark.from_config(config)
-  if d.name == "digits":
-    return Digits(d.seed, config.model.image.image_size, d.noise)
-  raise ValueError(f"data.name must be 'scenes' or 'digits', got {d.name!r}")
 
 
 def read_pairs(spec: str, config) -> EncodedPairs:
@@ -38,12 +26,12 @@ def read_pairs(spec: str, config) -> EncodedPairs:
   return wds.read_shards(paths, size)
 
 
-def train_and_test(config, sets: ScenesBenchmark | Digits | None = None) -> tuple[Source, Source]:
-  """(train, held-out) sources; `sets` is builtin(config) when the caller has it already."""
+def train_and_test(config, world: worlds.World | None = None) -> tuple[Source, Source]:
+  """(train, held-out) sources; `world` is worlds.build(config) when the caller has it already."""
   d = config.data
   if d.train == "builtin":
-    sets = sets or builtin(config)
-    return (FreshPairs(sets, config.seed, d.noise) if d.fresh else sets.train), sets.test
+    world = world or worlds.build(config)
+    return (world.fresh(config.seed, d.noise) if d.fresh else world.train), world.test
   train = read_pairs(d.train, config)
   if d.test:
     return train, read_pairs(d.test, config)

@@ -30,15 +30,20 @@ def to_rgb(im: Image.Image) -> Image.Image:
   return im.convert("RGB")
 
 
+def fit(im: Image.Image, size: int) -> np.ndarray:
+  """uint8 [size, size, 3]: RGB (`to_rgb`), centre crop to a square, then resize (bicubic)."""
+  rgb = to_rgb(im)
+  if rgb.size != (size, size):
+    rgb = ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+  return np.asarray(rgb, np.uint8)
+
+
 def decode(data: bytes, size: int) -> np.ndarray:
-  """uint8 [size, size, 3]: centre crop to a square, then resize (bicubic)."""
+  """uint8 [size, size, 3] of encoded bytes (`fit`)."""
   try:
     with Image.open(io.BytesIO(data)) as im:
       im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when it is large
-      rgb = to_rgb(im)
-      if rgb.size != (size, size):
-        rgb = ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
-      return np.asarray(rgb, np.uint8)
+      return fit(im, size)
   except _DECODE_ERRORS as e:
     raise CorruptImage(f"{type(e).__name__}: {e}") from e
 

@@ -24,7 +24,9 @@ _STATE_VERSION = 1
 
 
 class Pipeline:
-  """Iterator of dict(image uint8 [B, H, W, 3], text int32 [B, L], label int32 [B]) for this process."""
+  """Iterator of dict(image uint8 [B, H, W, 3], text int32 [B, L], label int32 [B], index int32 [B]) for
+  this process; `index` is each row's pool index (the source's, substitutes included; SogCLR's per-pair
+  estimates are looked up by it), absent from an unlimited stream, which has no pool."""
 
   def __init__(self, source: Source, tokenize, *, batch_size: int, seeds: tuple[int, ...],
                process_index: int = 0, process_count: int = 1):
@@ -122,7 +124,7 @@ class Pipeline:
   def _make(self, position: int) -> tuple[dict[str, np.ndarray], int]:
     """This process's slice of the global batch at `position`, and how many samples it skipped."""
     positions = position + self._offset + np.arange(self.local_batch_size)
-    idx = self.indices(positions)
+    idx = self.indices(positions).copy()  # substitutes replace entries of it, never of `positions`
     loaded = self.source.load(idx)
     images, captions, labels = loaded.images_NxHxWx3, loaded.captions, loaded.labels_N
     failures, skipped, attempt = loaded.failures, 0, 0
@@ -135,12 +137,16 @@ class Pipeline:
       self._warn(failures)
       skipped += len(failures)
       rows = [row for row, _, _ in failures]
-      again = self.source.load(np.array([self._substitute(int(positions[r]), attempt) for r in rows]))
+      idx[rows] = [self._substitute(int(positions[r]), attempt) for r in rows]
+      again = self.source.load(idx[rows])
       images[rows], labels[rows] = again.images_NxHxWx3, again.labels_N
       for j, row in enumerate(rows):
         captions[row] = again.captions[j]
       failures = [(rows[j], key, reason) for j, key, reason in again.failures]
-    return dict(image=images, text=self._tokenize(captions), label=labels.astype(np.int32)), skipped
+    batch = dict(image=images, text=self._tokenize(captions), label=labels.astype(np.int32))
+    if not self.unlimited:
+      batch["index"] = idx.astype(np.int32)
+    return batch, skipped
 
   def _warn(self, failures: list[tuple[int, str, str]]) -> None:
     new = [(key, reason) for _, key, reason in failures if key not in self._warned]

@@ -3,18 +3,18 @@
 
 Trained pairs are drawn from the pipeline's own history (`Pipeline.seen_indices`), so a gap compares
 held-out pairs with pairs the model actually saw, whatever the pool size, batch or number of steps.
-Tasks come from data.name's built-in set, plus a task from data.eval_folder when it is set.
+Tasks come from the built-in world's own set (data.world), plus a task from data.eval_folder when set.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from basic_core.data import digits as digits_lib
-from basic_core.data.datasets import builtin, train_and_test
+from basic_core.data import worlds
+from basic_core.data.datasets import train_and_test
 from basic_core.data.image_folder import folder_task
 from basic_core.data.source import first_pairs, pairs
-from basic_core.data.tasks import ZeroShotTask, scene_tasks
+from basic_core.data.tasks import ZeroShotTask
 
 
 @dataclasses.dataclass
@@ -23,17 +23,11 @@ class EvalSuite:
   tasks: list[ZeroShotTask]
 
 
-def _digit_task(sets: digits_lib.Digits, n: int) -> ZeroShotTask:
-  idx = sets.test_idx[:n]
-  return ZeroShotTask("digit", "in_distribution", list(digits_lib.WORDS), list(digits_lib.TEMPLATES),
-                      sets.images[idx], sets.labels_N[idx])
-
-
 def eval_suite(config, tokenizer) -> EvalSuite:
-  sets, n = builtin(config), config.eval.num_images
-  _, test = train_and_test(config, sets)
+  world, n = worlds.build(config), config.eval.num_images
+  _, test = train_and_test(config, world)
   heldout = first_pairs(test, min(config.data.num_test, config.eval.num_pairs), tokenizer.encode)
-  tasks = [_digit_task(sets, n)] if isinstance(sets, digits_lib.Digits) else scene_tasks(sets, n)
+  tasks = world.tasks(n)
   if config.data.eval_folder:
     tasks.append(folder_task(config.data.eval_folder, config.model.image.image_size, n, config.data.seed))
   return EvalSuite(heldout=heldout, tasks=tasks)

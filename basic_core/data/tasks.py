@@ -1,9 +1,10 @@
-"""Zero-shot classification tasks: class names, prompt templates and labelled images.
+"""A zero-shot classification task: class names, prompts and labelled images.
 
-In-distribution tasks ask for one attribute of single-object scenes (count asks for the number of
-objects); `shape_colour_heldout` shows only (shape, colour) pairs never seen in training and asks
-among all 72 names (composition); the robustness group asks the shape task under five shifts.
-Labels cycle through the classes, so every task is balanced.
+A class's prompts are CLIP's templates with its name put in, or, where the classes cannot share
+templates (an object count changes the whole caption), a list of its own; evaluation averages each
+class's prompt embeddings either way (prompt ensembling). Every world builds its own tasks
+(`basic_core/worlds/*`); evaluation and the public API only read this record, so a task from a folder
+of the user's images has the same shape as a built-in one.
 """
 
 from __future__ import annotations
@@ -11,27 +12,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
-from basic_core.data import captions as C
-from basic_core.data import robustness
-from basic_core.data import scenes as S
-from basic_core.data.benchmark import ScenesBenchmark
-
-TEMPLATES = {
-    "shape": ("a {}.", "a picture of a {}.", "clip art of a {}.", "a {} shape.", "a drawing of a {}."),
-    "colour": ("the {} shape.", "something {}.", "{} object.", "a picture of the {} thing."),
-    "size": ("a {} shape.", "a picture of a {} object.", "something {}."),
-    "fill": ("the {} shape.", "a picture of the {} object.", "something {}."),
-    "position": ("a shape {}.", "something {}.", "a picture of an object {}."),
-    "count": ("{}.", "a picture of {}.", "{} on a background."),
-    "shape_colour": ("the {}.", "a picture of the {}.", "clip art of the {}.", "a drawing of the {}."),
-}
-CLASSNAMES = {
-    "shape": list(S.SHAPES), "colour": list(S.COLOURS), "size": list(S.SIZES), "fill": list(S.FILLS),
-    "position": [C.POSITION_PHRASES[p][0] for p in S.POSITIONS],
-    "count": [f"{C.COUNT_WORDS[n][0]} {'shape' if n == 1 else 'shapes'}" for n in (1, 2, 3)],
-    "shape_colour": [S.class_name(label) for label in range(S.NUM_CLASSES)],
-}
 
 
 @dataclasses.dataclass
@@ -42,41 +22,10 @@ class ZeroShotTask:
   templates: list[str]  # each contains "{}"
   images: np.ndarray  # uint8 [n, H, W, 3]
   labels: np.ndarray  # int32 [n]
+  class_prompts: list[list[str]] | None = None  # per class, as many each; replaces the templates
 
-
-def _task(name: str, group: str, kind: str, images: np.ndarray, labels: np.ndarray) -> ZeroShotTask:
-  return ZeroShotTask(name, group, list(CLASSNAMES[kind]), list(TEMPLATES[kind]), images,
-                      labels.astype(np.int32))
-
-
-def scene_tasks(bench: ScenesBenchmark, n: int) -> list[ZeroShotTask]:
-  """The built-in benchmark's tasks, n images each."""
-  size = bench.image_size
-
-  def single(kind: str, attribute: str) -> ZeroShotTask:
-    labels = np.arange(n) % len(CLASSNAMES[kind])
-    scenes = bench.sample(f"task/{kind}", n, count=1, **{attribute: labels})
-    return _task(kind, "in_distribution", kind, S.render_scenes(scenes, size), labels)
-
-  def pairs(name: str, group: str, pairs_Px2: np.ndarray) -> ZeroShotTask:
-    chosen = pairs_Px2[np.arange(n) % len(pairs_Px2)]
-    scenes = bench.sample(f"task/{name}", n, allowed_SxC=np.ones_like(bench.allowed_SxC), count=1,
-                          shape=chosen[:, 0], colour=chosen[:, 1])
-    return _task(name, group, "shape_colour", S.render_scenes(scenes, size), scenes.labels_N)
-
-  counts = np.arange(n) % 3
-  tasks = [single("shape", "shape"), single("colour", "colour"), single("size", "size"),
-           single("fill", "fill"), single("position", "cell"),
-           _task("count", "in_distribution", "count",
-                 S.render_scenes(bench.sample("task/count", n, count=counts + 1), size), counts),
-           pairs("shape_colour", "in_distribution", np.argwhere(bench.allowed_SxC)),
-           pairs("shape_colour_heldout", "composition", bench.heldout_Px2)]
-  for shift in robustness.SHIFTS:
-    images, labels = robustness.shape_task_images(bench, shift, n)
-    tasks.append(_task(f"shape@{shift}", "robustness", "shape", images, labels))
-  return tasks
-
-
-def prompts() -> list[str]:
-  """Every prompt the scene tasks use (part of the tokenizer's training corpus)."""
-  return [t.format(c) for kind, templates in TEMPLATES.items() for t in templates for c in CLASSNAMES[kind]]
+  def prompts(self) -> list[list[str]]:
+    """Per class, the prompts whose mean embedding stands for it."""
+    if self.class_prompts is not None:
+      return self.class_prompts
+    return [[t.format(c) for t in self.templates] for c in self.classnames]

@@ -1,6 +1,6 @@
 """The `bench` and `plan` commands: argparse front-ends of this package's tools.
 
-    python -m basic_core.bench memory [--config tiny] [--json] [--out ROWS.jsonl] [--plot FIGURE.png]
+    python -m basic_core.bench memory [--config tiny] [--json] [--out ROWS.jsonl]
     python -m basic_core.bench memory --config tiny --batch 4096 --memory-budget 256MiB
     python -m basic_core.bench throughput --config peer-vit [--json]
     python -m basic_core.bench roofline --config peer-vit
@@ -20,7 +20,9 @@ model's dense matmuls alone (`roofline`). `gpu` times the plain and accumulated 
 fits), or a reduced `tiny` run on CPU that says so (`gpu_bench`). `scale` measures BASIC's step up to
 N = 2^20 on this machine (`scale`). `plan` is the scale plan on paper (`scale_plan`); with
 `--measure` XLA's bytes per device of the compiled step stand beside it (`plan_xla`). With `--json` every
-row is one JSON line; `--out` writes the memory rows, and appends the rows of the other commands.
+row is one JSON line; `--out` writes the memory rows, and appends the rows of the other commands. The
+results layer draws the rows (`python -m paper_figures.memory_figure`, `make figures`); this package
+only writes them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import sys
 from pathlib import Path
 
+from analysis import cli
 from basic_core import sharding
 from basic_core.configs import ConfigError, get_config
 from basic_core.perf import (
@@ -82,9 +85,10 @@ def _memory(args) -> None:
   if args.out:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  if args.plot:
-    from paper_figures.memory_figure import plot_memory  # matplotlib and seaborn only when drawing
-    plot_memory(rows, args.plot)
+    # Drawing is the results layer's job, not this package's; stderr keeps --json's stdout JSON only.
+    figure = args.out.with_suffix(".png")
+    print(f"draw it: python -m paper_figures.memory_figure --rows {args.out} --out {figure}"
+          " (`make figures` redraws the committed rows)", file=sys.stderr)
 
 
 def _budget(args, config) -> None:
@@ -155,12 +159,14 @@ def _scale(args) -> None:
 
 
 def _compare_table(args) -> None:
-  print(compare.table([json.loads(line) for f in args.files for line in f.read_text().splitlines()
-                       if line.strip()]))
+  with cli.blame("files"):
+    print(compare.table([json.loads(line) for f in args.files for line in f.read_text().splitlines()
+                         if line.strip()]))
 
 
 def bench_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  positive = cli.number(int, gt=0)
+  parser = cli.Parser(
       description="Benchmarks of the train step: compiled memory, a memory planner, throughput, "
                   "the dense-matmul ceiling, and the comparison with OpenCLIP.")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -168,17 +174,16 @@ def bench_parser() -> argparse.ArgumentParser:
   m.add_argument("--config", default="tiny")
   m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   m.add_argument("--batches", default=",".join(map(str, memory_grid.DEFAULT_BATCHES)))
-  m.add_argument("--batch", type=int, help="a single contrastive batch size")
+  m.add_argument("--batch", type=positive, help="a single contrastive batch size")
   m.add_argument("--microbatches", default="128")
   m.add_argument("--remat", default="none,full")
   m.add_argument("--modes", default=",".join(memory_grid.MODES))
-  m.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
-  m.add_argument("--time-max-batch", type=int, default=8192, help="time only batches up to this")
+  m.add_argument("--steps", type=positive, default=3, help="timed steps per configuration")
+  m.add_argument("--time-max-batch", type=positive, default=8192, help="time only batches up to this")
   m.add_argument("--no-time", action="store_true", help="compile only")
   m.add_argument("--memory-budget", help="plan: e.g. 8GiB; picks remat and microbatch that fit")
   m.add_argument("--json", action="store_true")
-  m.add_argument("--out", type=Path, help="also write the JSON lines here")
-  m.add_argument("--plot", type=Path, help="draw memory vs contrastive batch to this PNG")
+  m.add_argument("--out", type=cli.out_file, help="also write the JSON lines here")
   m.set_defaults(fn=_memory)
   t = sub.add_parser("throughput", help="steady-state samples/s per mode, one process per mode")
   throughput.add_arguments(t)
@@ -187,14 +192,14 @@ def bench_parser() -> argparse.ArgumentParser:
   t.add_argument("--warmup", type=int, default=2)
   t.add_argument("--max-steps", type=int, default=12)
   t.add_argument("--json", action="store_true")
-  t.add_argument("--out", type=Path, help="also append the JSON lines here")
+  t.add_argument("--out", type=cli.out_file, help="also append the JSON lines here")
   t.set_defaults(fn=_throughput)
   r = sub.add_parser("roofline", help="the model's dense matmuls timed alone, against the matmul roof")
   r.add_argument("--config", default="peer-vit")
   r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  r.add_argument("--repeats", type=int, default=7, help="timed calls per matmul (median)")
+  r.add_argument("--repeats", type=positive, default=7, help="timed calls per matmul (median)")
   r.add_argument("--json", action="store_true")
-  r.add_argument("--out", type=Path, help="also append the JSON line here")
+  r.add_argument("--out", type=cli.out_file, help="also append the JSON line here")
   r.set_defaults(fn=_roofline)
   c = sub.add_parser("compare", help="our step and OpenCLIP's, alternated, one process each; ratios")
   c.add_argument("--peer-python", required=True, help="python of a venv with open_clip (harness setup)")
@@ -205,10 +210,10 @@ def bench_parser() -> argparse.ArgumentParser:
   c.add_argument("--max-steps", type=int, default=10)
   c.add_argument("--rounds", type=int, default=1, help="rounds; odd rounds run OpenCLIP first")
   c.add_argument("--warmup", type=int, help="untimed steps per side (default: 2 plain, 1 accumulating)")
-  c.add_argument("--out", type=Path, help="append the JSON lines of both sides here")
+  c.add_argument("--out", type=cli.out_file, help="append the JSON lines of both sides here")
   c.set_defaults(fn=_compare)
   ct = sub.add_parser("compare-table", help="the comparison table of saved JSON lines (compare --out)")
-  ct.add_argument("files", type=Path, nargs="+")
+  ct.add_argument("files", type=cli.existing_file, nargs="+")
   ct.set_defaults(fn=_compare_table)
   g = sub.add_parser("gpu", help="one GPU, 5 minutes: samples/s, TFLOP/s, MFU, max batch (CPU: reduced)")
   gpu_bench.add_arguments(g)
@@ -218,15 +223,15 @@ def bench_parser() -> argparse.ArgumentParser:
   s.add_argument("--config", default="tiny")
   s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   s.add_argument("--batches", default="4096,16384,65536,262144,1048576", help="compiled, not run")
-  s.add_argument("--microbatch", type=int, default=512)
-  s.add_argument("--tile", type=int, default=128, help="rows per block of the tiled loss")
+  s.add_argument("--microbatch", type=positive, default=512)
+  s.add_argument("--tile", type=positive, default=128, help="rows per block of the tiled loss")
   s.add_argument("--check", type=int, default=0, metavar="N", help="exactness at this batch (0 = skip)")
   s.add_argument("--check-microbatch", type=int, default=256)
   s.add_argument("--check-tile", type=int, default=128)
   s.add_argument("--train", type=int, default=0, metavar="N", help="train at this batch (0 = skip)")
   s.add_argument("--steps", type=int, default=3, help="training steps of --train")
   s.add_argument("--json", action="store_true")
-  s.add_argument("--out", type=Path, help="also append the JSON lines here")
+  s.add_argument("--out", type=cli.out_file, help="also append the JSON lines here")
   s.set_defaults(fn=_scale)
   return parser
 
@@ -249,14 +254,23 @@ def _parse_mesh(text: str) -> tuple[int, int]:
   return data, model
 
 
+def _memory_size(text: str) -> int:
+  try:
+    return budget.parse_bytes(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def plan_main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=scale_plan.__doc__.split("\n\n")[0])
+  parser = cli.Parser(description=scale_plan.__doc__.split("\n\n")[0])
   parser.add_argument("--config", required=True)
   parser.add_argument("--mesh", required=True, help="data=D,model=M")
-  parser.add_argument("--batch", type=int, help="contrastive batch (default: the config's)")
-  parser.add_argument("--microbatch", type=int, help="0 = no accumulation (default: the config's)")
+  parser.add_argument("--batch", type=cli.number(int, gt=0), help="contrastive batch (default: the config's)")
+  parser.add_argument("--microbatch", type=cli.number(int, ge=0),
+                      help="0 = no accumulation (default: the config's)")
   parser.add_argument("--rules", help="sharding rule set (default: the config's mesh.rules)")
-  parser.add_argument("--memory", default="32GiB", help="memory per device, e.g. 32GiB, 80GB")
+  parser.add_argument("--memory", type=_memory_size, default="32GiB",
+                      help="memory per device, e.g. 32GiB, 80GB")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
   parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
   parser.add_argument("--measure", action="store_true",
@@ -271,7 +285,7 @@ def plan_main(argv=None) -> int:
         overrides.append(f"{key}={value!r}")
     overrides += [f"mesh.data={data}", f"mesh.model={model}"]
     config = get_config(args.config, overrides)
-    budget_bytes = budget.parse_bytes(args.memory)
+    budget_bytes = args.memory
     result = scale_plan.plan(config, data, model)
   except (ConfigError, sharding.ShardingError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -76,27 +76,35 @@ def line_fit(x: np.ndarray, y: np.ndarray, y_se: np.ndarray | None = None, level
   return out
 
 
-def _trend_fit(x: np.ndarray, y: np.ndarray, level: float) -> dict:
-  """An ordinary line fit in summary.json's keys, with the slope's two-sided p-value and R^2.
+def _trend_fit(x: np.ndarray, y: np.ndarray, seed_N: np.ndarray, level: float) -> dict:
+  """y = a_seed + b x by least squares, one intercept per seed (runs sharing a seed share data and
+  initialisation, so b comes from within-seed differences), in summary.json's keys: the slope with its
+  interval and two-sided p-value, R^2 of the fit, and `intercept` = the mean of the seeds' intercepts.
 
-  Two runs (no residual degrees of freedom) give NaN p-value and interval instead of an error, so a
+  Too few runs for residual degrees of freedom give NaN p-value and interval instead of an error, so a
   two-point sweep still gets its summary.
   """
-  fit = line_fit(x, y, level=level)
+  seeds = np.unique(seed_N, return_inverse=True)[1]
+  k = int(seeds.max()) + 1
+  design = np.column_stack([np.eye(k)[seeds], np.asarray(x, float)])
   with np.errstate(divide="ignore", invalid="ignore"):
-    t = np.float64(fit["slope"]) / fit["slope_se"]
+    fit = least_squares(design, y, level=level)
+    slope, se, (lo, hi) = combination(fit, np.eye(k + 1)[-1])
+    intercept = float(fit["coef"][:k].mean())
+    t = np.float64(slope) / se
     r2 = 1 - fit["rss"] / np.float64(((y - y.mean())**2).sum())
-  return dict(intercept=fit["intercept"], slope=fit["slope"], slope_ci_low=fit["slope_ci"][0],
-              slope_ci_high=fit["slope_ci"][1], p_value=float(2 * stats.t.sf(abs(t), fit["dof"])),
-              r2=float(r2), n=fit["n"])
+  return dict(intercept=intercept, slope=slope, slope_ci_low=lo, slope_ci_high=hi,
+              p_value=float(2 * stats.t.sf(abs(t), fit["dof"])), r2=float(r2), n=fit["n"], seeds=k)
 
 
 def trend(df: pd.DataFrame, metric: str, level: float = 0.95) -> dict:
-  """Both trend fits of `metric` against batch_size, and a one-line verdict on the log-linear slope."""
+  """Both trend fits of `metric` against batch_size (one intercept per seed), and a one-line verdict on
+  the log-linear slope."""
   n = df["batch_size"].to_numpy(float)
   y = df[metric].to_numpy(float)
-  log_linear = _trend_fit(np.log2(n), y, level)
-  theory = _trend_fit(1.0 / np.sqrt(n), y, level)
+  seeds = df["seed"].to_numpy() if "seed" in df else np.zeros(len(df))
+  log_linear = _trend_fit(np.log2(n), y, seeds, level)
+  theory = _trend_fit(1.0 / np.sqrt(n), y, seeds, level)
   if log_linear["slope_ci_high"] < 0:
     verdict = "shrinks with batch size"
   elif log_linear["slope_ci_low"] > 0:

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from basic_core.data import render
+from basic_core.worlds import render
 
 SHAPES = render.SHAPE_NAMES
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan", "brown")

@@ -11,9 +11,9 @@ import zlib
 
 import numpy as np
 
-from basic_core.data import captions as C
-from basic_core.data import scenes as S
 from basic_core.data.source import PairSet, noisy_caption_sources
+from basic_core.worlds.scenes import captions as C
+from basic_core.worlds.scenes import scenes as S
 
 
 class ScenesBenchmark:

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from basic_core.data import scenes as S
+from basic_core.worlds.scenes import scenes as S
 
 SHAPE_WORDS = {"circle": ("circle", "disc", "round shape"), "square": ("square", "box"),
                "triangle": ("triangle",), "diamond": ("diamond", "rhombus"), "cross": ("cross", "plus sign"),

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from basic_core.data import render
-from basic_core.data import scenes as S
-from basic_core.data.benchmark import ScenesBenchmark
+from basic_core.worlds import render
+from basic_core.worlds.scenes import scenes as S
+from basic_core.worlds.scenes.benchmark import ScenesBenchmark
 
 SHIFTS = ("v2", "sketch", "r", "a", "objectnet")
 _V2 = S.Distribution(size_p=(0.5, 0.3, 0.2), jitter=0.06, shade=0.3)

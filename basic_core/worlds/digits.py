@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from basic_core.data.source import PairSet, noisy_caption_sources
+from basic_core.data.tasks import ZeroShotTask
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NUM_TEST = 297  # of 1,797: 1,500 train pairs
@@ -60,6 +61,16 @@ class Digits:
     self.train = self._pairs(train_idx, noisy_caption_sources(rng, len(train_idx), noise))
     self.test = self._pairs(self.test_idx, noisy_caption_sources(rng, NUM_TEST, noise))
 
+  @property
+  def image_size(self) -> int:
+    return self.images.shape[1]
+
+  def tasks(self, n: int) -> list[ZeroShotTask]:
+    """One task: which digit, on the first n held-out scans."""
+    idx = self.test_idx[:n]
+    return [ZeroShotTask("digit", "in_distribution", list(WORDS), list(TEMPLATES), self.images[idx],
+                         self.labels_N[idx])]
+
   def caption(self, i: int) -> str:
     r = random.Random(int(self.caption_seeds_N[i]))
     label = int(self.labels_N[i])
@@ -71,3 +82,14 @@ class Digits:
                    labels_N=self.labels_N[members], num_classes=self.num_classes,
                    caption_source_N=caption_source_N,
                    describe=lambda i: dict(sklearn_index=int(members[i])))
+
+
+def build(config) -> Digits:
+  return Digits(config.data.seed, config.model.image.image_size, config.data.noise)
+
+
+def corpus(seed: int, num: int) -> list[str]:
+  """Every scan's caption and every prompt (the set is small: `num` does not apply)."""
+  sets = Digits(seed, 8)
+  prompts = [t.format(w) for t in TEMPLATES for w in WORDS]
+  return [sets.caption(i) for i in range(len(sets.labels_N))] + prompts

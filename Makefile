@@ -9,8 +9,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-all tiny sweep figures summaries fn-rates notebooks strip-notebooks theory bench \
-	bench-gpu plan-check gpu-wheels clean
+.PHONY: setup lint test test-all tiny sweep grid grid-results figures summaries fn-rates notebooks \
+	strip-notebooks theory bench bench-gpu plan-check gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,32 @@ test-all: setup
 
 sweep: setup
 	$(PY) -m experiments.batch_size_sweep --preset negatives-smoke --out runs/sweep-negatives-smoke
+
+# The testbed grid (experiments/README.md), 125 runs of about 10 minutes of a core each: it spans sessions.
+# `make grid` first restores the runs finished in earlier sessions from their committed records (each run's
+# eval.json and metrics.jsonl, a few KB; never checkpoints), then runs or resumes the rest, GRID_JOBS at a
+# time; `make grid-results` (also while it runs) commits-ready records, results, summary and figures.
+GRID_DIR ?= runs/sweep-negatives
+GRID_RECORDS := paper_figures/data/negatives_grid_runs
+GRID_JOBS ?= 1
+grid: setup
+	mkdir -p $(GRID_DIR)/runs
+	for d in $(GRID_RECORDS)/*/; do [ -d "$$d" ] || continue; r=$(GRID_DIR)/runs/$$(basename $$d); \
+	  [ -f $$r/eval.json ] || { mkdir -p $$r && cp $$d/eval.json $$d/metrics.jsonl $$r/; }; done
+	$(PY) -m experiments.batch_size_sweep --preset negatives --out $(GRID_DIR) --jobs $(GRID_JOBS) --quiet
+
+grid-results: setup
+	mkdir -p $(GRID_RECORDS)
+	for r in $(GRID_DIR)/runs/*/; do [ -f $$r/eval.json ] || continue; d=$(GRID_RECORDS)/$$(basename $$r); \
+	  mkdir -p $$d && cp $$r/eval.json $$r/metrics.jsonl $$d/; done
+	cp $(GRID_DIR)/results.csv paper_figures/data/negatives_grid.csv
+	cp $(GRID_DIR)/probes.csv paper_figures/data/negatives_grid_probes.csv
+	$(PY) -m experiments.negatives --results paper_figures/data/negatives_grid.csv \
+	    --probes paper_figures/data/negatives_grid_probes.csv --preset negatives \
+	    --summary paper_figures/data/negatives_grid_summary.json
+	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_grid.csv \
+	    --probes paper_figures/data/negatives_grid_probes.csv --summary paper_figures/data/negatives_grid_summary.json \
+	    --fn-rates paper_figures/data/false_negatives.jsonl --out paper_figures/figures
 
 tiny: setup
 	$(PY) -m basic_core.train --config tiny --workdir runs/tiny

@@ -107,6 +107,8 @@ def finding(arm_claims: dict[str, str]) -> str:
            "zero-shot rises": arm_claims.get("zeroshot_mean_top1") == "grows",
            "the primary gap stays within its margin": arm_claims.get(PRIMARY_GAP) == "equivalent"}
   held = [k for k, v in parts.items() if v]
+  if any(arm_claims.get(m) in (None, "no interval") for m in HEADLINE[:3]):
+    return "not testable here: no interval (one seed, or a metric missing)"
   if all(parts.values()):
     return "supported: " + ", ".join(held)
   missing = [k for k, v in parts.items() if not v]

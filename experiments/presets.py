@@ -54,6 +54,8 @@ class Sweep:
   data_modes: tuple[str, ...] = ("pool",)  # pool (m = num_train pairs, repeated) | fresh (never repeated)
   temperatures: tuple[float, ...] = (0.0,)  # 0 = learned (from model.temperature_init); t > 0 = frozen at t
   world: str = "scenes"  # data.world of every run (basic_core/worlds)
+  estimator: str = "plain"  # loss.estimator of every run: plain | sogclr | queue (basic_core/losses.py)
+  queue_total: int = 0  # queue: loss.queue_size = queue_total - G, so every group sees G + Q pairs
   data_seed_per_seed: bool = False  # data.seed = seed: each seed draws its own pool, held-out pairs, tasks
   parts: tuple[Sweep, ...] = ()  # more arms, run into the same folder and analysed with this one
   # Analysis choices, fixed before the runs (experiments/negatives.py reads them):
@@ -146,6 +148,24 @@ PRESETS = {
                                     group_sizes=_GRID_G, seeds=_GRID_SEEDS, budget="steps", steps=_GRID_STEPS,
                                     data_modes=("fresh",), temperatures=(0.07,), max_microbatch=1024,
                                     data_seed_per_seed=True, overrides=_GRID_EVAL + _OBJECTS_MODEL))),
+    # Why large batches help (issue 28): the testbed's plain arms on fresh pairs and on the pool of 8,192 (the
+    # same runs as the grid's: identical configs, identical run ids, so `make grid`'s records serve both),
+    # and small G with an estimator of the global objective: SogCLR on the pool (per-pair normaliser
+    # averages) and a queue on fresh pairs (G + Q = 1,024 pairs in every softmax). 80 runs, 30 beyond the
+    # grid's. Not run yet.
+    "mechanism": Sweep(name="mechanism", world="objects", batch_sizes=(1024,), group_sizes=_GRID_G,
+                       seeds=_GRID_SEEDS, budget="steps", steps=_GRID_STEPS, num_train=(8192,),
+                       data_modes=("fresh", "pool"), temperatures=(0.07,), max_microbatch=1024,
+                       data_seed_per_seed=True, overrides=_GRID_EVAL + _OBJECTS_MODEL,
+                       margins=(("gap_offset_all", 0.01), ("heldout_loss_offset_all", 0.01),
+                                ("zeroshot_mean_top1", 0.01), ("retrieval_i2t_r1", 0.005)),
+                       parts=tuple(Sweep(name=f"mechanism/{estimator}", world="objects", batch_sizes=(1024,),
+                                         group_sizes=(4, 16, 64), seeds=_GRID_SEEDS, budget="steps",
+                                         steps=_GRID_STEPS, num_train=(8192,), data_modes=(mode,),
+                                         temperatures=(0.07,), max_microbatch=1024, data_seed_per_seed=True,
+                                         overrides=_GRID_EVAL + _OBJECTS_MODEL, estimator=estimator,
+                                         queue_total=1024 if estimator == "queue" else 0)
+                                   for estimator, mode in (("sogclr", "pool"), ("queue", "fresh")))),
     # BASIC's regime: batch = N (accumulation above 256), fixed steps, fresh pairs: more negatives and
     # more data together, zero-shot and robustness vs N.
     "paper-regime": Sweep(name="paper-regime", batch_sizes=(64, 256, 1024, 4096), seeds=(0, 1, 2),

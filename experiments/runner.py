@@ -25,7 +25,7 @@ import pandas as pd
 import tqdm
 
 from basic_core import train
-from basic_core.configs import get_config, loss_group_size, microbatching
+from basic_core.configs import get_config, loss_group_size, microbatching, resolve_group_size
 from experiments.presets import MODEL_SIZES, Sweep
 
 
@@ -42,18 +42,22 @@ class Run:
   data_mode: str = "pool"
   temperature: float = 0.0  # 0 = learned
   world: str = "scenes"
+  estimator: str = "plain"
+  queue_size: int = 0
 
   def config(self):
     return get_config(self.config_name, self.overrides)
 
   @property
   def run_id(self) -> str:
-    """`[world-]model-m<pool>-N<batch>[-G<group>][-fresh][-T<temperature>]-s<seed>-<config hash>` (the
-    world named unless it is the first one, scenes)."""
+    """`[world-]model-m<pool>-N<batch>[-G<group>][-fresh][-T<temperature>][-<estimator>]-s<seed>-<hash>`
+    (the world named unless it is the first one, scenes; the estimator unless it is plain)."""
     digest = hashlib.sha1(self.config().to_json().encode()).hexdigest()[:8]
     extra = ((f"-G{self.group_size}" if self.group_size else "")
              + ("-fresh" if self.data_mode == "fresh" else "")
-             + (f"-T{self.temperature:g}" if self.temperature else ""))
+             + (f"-T{self.temperature:g}" if self.temperature else "")
+             + ("" if self.estimator == "plain" else f"-{self.estimator}")
+             + (f"{self.queue_size}" if self.estimator == "queue" else ""))
     pool = "" if self.data_mode == "fresh" else f"-m{self.num_train}"
     world = "" if self.world == "scenes" else f"{self.world}-"
     return f"{world}{self.model}{pool}-N{self.batch_size}{extra}-s{self.seed}-{digest}"
@@ -85,9 +89,13 @@ def plan_runs(sweep: Sweep) -> list[Run]:
         f"loss.group_size={group}", f"data.fresh={mode == 'fresh'}", f"data.world={sweep.world}")
     if sweep.data_seed_per_seed:
       overrides += (f"data.seed={seed}",)
+    queue = max(0, sweep.queue_total - resolve_group_size(group, batch)) if sweep.estimator == "queue" else 0
+    if sweep.estimator != "plain":
+      overrides += (f"loss.estimator={sweep.estimator}", f"loss.queue_size={queue}")
     if temperature:
       overrides += (f"model.temperature_init={temperature}", "model.learn_temperature=False")
-    run = Run(model, m, batch, seed, overrides, sweep.config, group, mode, temperature, sweep.world)
+    run = Run(model, m, batch, seed, overrides, sweep.config, group, mode, temperature, sweep.world,
+              sweep.estimator, queue)
     run.config()  # validates every override now
     runs.append(run)
   # Seeds outermost across the parts too: a sweep stopped early has every arm for its first seeds.
@@ -117,7 +125,8 @@ def result_row(run: Run, workdir: Path) -> dict:
   evaluation = json.loads((workdir / "eval.json").read_text())
   n = run.batch_size
   row = dict(run_id=run.run_id, world=run.world, model=run.model, num_train=run.num_train, batch_size=n,
-             seed=run.seed, data_mode=run.data_mode, temperature=run.temperature,
+             seed=run.seed, data_mode=run.data_mode, temperature=run.temperature, estimator=run.estimator,
+             queue_size=run.queue_size,
              microbatch_size=microbatching(config.train)[0], steps=config.train.steps,
              samples_seen=config.train.steps * n, lr=config.optim.lr,
              logged_train_loss=logged_train_loss(workdir))
@@ -129,7 +138,8 @@ def probe_rows(run: Run, workdir: Path) -> list[dict]:
   """The run's along-training probes (eval.probe_every), one tidy row per probe."""
   coords = dict(run_id=run.run_id, world=run.world, batch_size=run.batch_size,
                 group_size=loss_group_size(run.config()),
-                seed=run.seed, data_mode=run.data_mode, temperature=run.temperature, num_train=run.num_train)
+                seed=run.seed, data_mode=run.data_mode, temperature=run.temperature, estimator=run.estimator,
+             queue_size=run.queue_size, num_train=run.num_train)
   return [coords | {k.removeprefix("probe_"): v for k, v in r.items() if k.startswith("probe_")}
           | dict(step=r["step"], logit_scale=r["logit_scale"])
           for r in _records(workdir) if any(k.startswith("probe_") for k in r)]

@@ -58,7 +58,7 @@ OUTCOMES = (
 # Chance = 1 / classes of each zero-shot task, as data (figures never import basic_core): the objects world's
 # SHAPES, COLOURS, SIZES, FILLS, CELLS and COUNT_WORDS (basic_core/worlds/objects.py), the scenes world's
 # CLASSNAMES (basic_core/worlds/scenes/tasks.py).
-CHANCE = {"objects": dict(shape=1 / 6, colour=1 / 8, size=1 / 3, fill=1 / 2, position=1 / 4, count=1 / 4),
+CHANCE = {"objects": dict(shape=1 / 6, colour=1 / 3, size=1 / 3, fill=1 / 2, position=1 / 4, count=1 / 4),
           "scenes": dict(shape=1 / 8, colour=1 / 9, size=1 / 3, fill=1 / 4, position=1 / 9, count=1 / 3,
                          shape_colour=1 / 72, shape_colour_heldout=1 / 72)}
 CHECKS = {  # bias_check's ratios in summary.json: colour, legend
@@ -377,6 +377,18 @@ def draw_all(results_csv: Path, out_dir: Path, probes_csv: Path | None = None,
               summary=read_summary(summary_json) if present(summary_json) else None,
               bounds=_bounds_table(bound_files) if bound_files else None,
               fn_rates=read_fn_rates(fn_rates) if present(fn_rates) else None)
+
+
+def fn_table(rates: pd.DataFrame) -> str:
+  """Markdown: the false-negative rate (%) with its 95% interval per G (rows) and world (columns)."""
+  worlds = sorted(rates["world"].unique())
+  cell = lambda r: f"{100 * r['rate']:.2f} [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"  # noqa: E731
+  head = "| G | " + " | ".join(f"{w} (%, 95% CI)" for w in worlds) + " |"
+  lines = [head, "|---:" * (1 + len(worlds)) + "|"]
+  for g, rows in rates.groupby("group_size"):
+    by_world = {r["world"]: cell(r) for _, r in rows.iterrows()}
+    lines.append(f"| {g:,} | " + " | ".join(by_world.get(w, "") for w in worlds) + " |")
+  return "\n".join(lines)
 
 
 def main(argv=None) -> int:

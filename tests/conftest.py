@@ -1,7 +1,10 @@
-"""Test set-up: 8 simulated CPU devices for the sharding tests, set before JAX starts its backend."""
+"""Test set-up: 8 simulated CPU devices for the sharding tests, set before JAX starts its backend; a tiny run
+trained once per session for the tests that only read a workdir."""
 
 import os
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -15,3 +18,19 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 import jax  # noqa: E402  (must follow the environment set-up above)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# A few steps of `tiny` (tests/test_train.py's quick variant): evaluation sets of 128 images in chunks of 64.
+TINY_RUN = ["train.batch_size=32", "train.log_every=5", "train.checkpoint_every=5", "train.progress=False",
+            "data.num_train=2000", "data.num_test=256", "eval.batch_size=64", "eval.num_pairs=256",
+            "eval.num_images=128", "train.steps=5"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """A workdir of TINY_RUN trained once per session; its users only read it (api, gradient_bias)."""
+  from basic_core import train  # imported here: most test sessions never train
+  from basic_core.configs import get_config
+
+  path = tmp_path_factory.mktemp("tiny_run")
+  train.train(get_config("tiny", TINY_RUN), path)
+  return path

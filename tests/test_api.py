@@ -9,21 +9,14 @@ import pytest
 import safetensors.numpy
 from PIL import Image
 
-from basic_core import api, data, embed, evaluate, export, predict, train
-from basic_core.configs import get_config
+from basic_core import api, data, embed, evaluate, export, predict
 
-# A few steps of `tiny` (tests/test_train.py's quick variant): evaluation sets of 128 images in chunks of 64.
-QUICK = ["train.batch_size=32", "train.log_every=5", "train.checkpoint_every=5", "train.progress=False",
-         "data.num_train=2000", "data.num_test=256", "eval.batch_size=64", "eval.num_pairs=256",
-         "eval.num_images=128", "train.steps=5"]
 LABELS = ["a red circle", "a blue star", "a green square"]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("api_run")
-  train.train(get_config("tiny", QUICK), path)
-  return path
+def workdir(tiny_run):
+  return tiny_run  # tests/conftest.py: trained once per session, read only
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ KEYS = {"device", "device_kind", "config", "mode", "batch", "microbatch", "sampl
         "mfu", "hfu", "jax_version", "reduced", "peak_source", "memory_limit_bytes"}
 
 
+@pytest.mark.slow  # 35 s: the GPU benchmark's CPU mode, end to end (its parts are tested above)
 def test_reduced_cpu_run_writes_rows_and_a_table(tmp_path):
   """The command as the GPU script runs it, here on CPU: two timed rows that say they are reduced."""
   out, table = tmp_path / "rows.jsonl", tmp_path / "table.md"

@@ -43,6 +43,7 @@ def test_run_ids_change_with_the_config():
   assert not a & {r.run_id for r in plan_runs(changed)}
 
 
+@pytest.mark.slow  # 58 s; tests/test_kills.py kills the sweep driver at random points too (also slow)
 def test_killed_sweep_resumes_without_duplicates(tmp_path):
   """SIGKILL the sweep mid-run, re-run it: every run appears once, finished runs are not redone."""
   cmd = _sweep_cmd(tmp_path, "--batch-sizes", "16,64", "--seeds", "0")
@@ -139,3 +140,18 @@ def test_negatives_smoke_end_to_end(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert all("no interval (one seed)" in v for v in summary["verdicts"])
   assert (tmp_path / "figures" / "negatives_outcomes.png").exists()
+
+
+def test_mechanism_shares_the_grids_plain_runs_and_adds_the_estimators():
+  """The mechanism preset: its 50 plain runs are the testbed grid's (same configs, same ids); SogCLR at
+  G in {4, 16, 64} on the pool, a queue with G + Q = 1,024 on fresh pairs; the estimator in the results."""
+  runs = plan_runs(PRESETS["mechanism"])
+  grid = {r.run_id for r in plan_runs(PRESETS["negatives"])}
+  plain = [r for r in runs if r.estimator == "plain"]
+  assert len(runs) == 80 and len(plain) == 50 and all(r.run_id in grid for r in plain)
+  debiased = {(r.estimator, r.data_mode, r.group_size, r.queue_size) for r in runs if r.estimator != "plain"}
+  assert debiased == {("sogclr", "pool", g, 0) for g in (4, 16, 64)} | {
+      ("queue", "fresh", g, 1024 - g) for g in (4, 16, 64)}
+  for r in runs:
+    c = r.config()
+    assert (c.loss.estimator, c.loss.queue_size) == (r.estimator, r.queue_size)

@@ -113,3 +113,13 @@ def test_objects_tasks_and_per_seed_draws():
   assert a.test.captions(idx) == a2.test.captions(idx)
   assert not np.array_equal(a.test.images(idx), b.test.images(idx))
   assert a.test.captions(idx) != b.test.captions(idx)
+
+
+def test_the_figures_chance_levels_are_the_worlds():
+  """paper_figures keeps each task's chance as data (it never imports basic_core): it must be the worlds'."""
+  from paper_figures.negatives_figures import CHANCE
+  for name in ("objects", "scenes"):
+    tasks = _world(name).tasks(8)
+    for t in tasks:
+      if "@" not in t.name:
+        assert CHANCE[name][t.name] == pytest.approx(1 / len(t.classnames)), (name, t.name)

@@ -276,6 +276,11 @@ def hostile_commands(t) -> dict:
           (["--workdir", f"{t}/empty"], "--workdir"),
           (["--workdir", f"{t}/empty", "--pairs", "0"], "--pairs"),
       ],
+      "experiments.gradient_bias": [
+          (["--workdir", f"{t}/absent"], "--workdir"),
+          (["--workdir", f"{t}/empty"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--groups", "0,abc"], "--groups"),
+      ],
       "paper_figures.sweep_figures": [
           (["--results", f"{t}/absent.csv", "--out", f"{t}/fig"], "--results"),
           (["--results", f"{t}/empty.csv", "--out", f"{t}/fig"], "--results"),

@@ -231,7 +231,8 @@ def test_results_and_theory_load_without_the_trainer(module, forbidden):
 COMMANDS = ["basic_core.train", "basic_core.evaluate", "basic_core.data", "basic_core.bench",
             "basic_core.plan", "basic_core.perf.throughput", "basic_core.perf.plan_xla",
             "basic_core.perf.sharded_loss", "basic_core.predict", "basic_core.embed", "basic_core.export",
-            "experiments.batch_size_sweep", "experiments.negatives", "experiments.tiny_bound", "theory.check",
+            "experiments.batch_size_sweep", "experiments.negatives", "experiments.tiny_bound",
+            "experiments.gradient_bias", "theory.check",
             "theory.tables", "theory.bias",
             "paper_figures.sweep_figures", "paper_figures.theory_figures", "paper_figures.memory_figure",
             "paper_figures.negatives_figures"]

@@ -41,7 +41,8 @@ def _cli(workdir: Path, *extra: str, steps: int = 40) -> subprocess.Popen:
 
 def test_tiny_learns_and_beats_chance(tmp_path):
   """A few hundred steps of `tiny`: the loss falls clearly and zero-shot accuracy beats chance."""
-  config = get_config("tiny", ["train.progress=False", "train.steps=300"])
+  config = get_config("tiny", ["train.progress=False", "train.steps=300", "eval.num_pairs=256",
+                               "eval.num_images=128", "data.num_test=256"])
   results = train.train(config, tmp_path)
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in records if "loss" in r and "lr" in r]

@@ -30,6 +30,8 @@ term of every other row's normaliser (q A2).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -102,29 +104,69 @@ def symmetric(d_xKx2x2xD: np.ndarray) -> np.ndarray:
   return d_xKx2x2xD.mean(axis=-3)
 
 
-def _direction(w_cKxNxN: np.ndarray, a_cKxNxD: np.ndarray, b_cKxNxD: np.ndarray, mean_resultant: float):
-  """One direction of the loss, anchors a in the rows and candidates b in the columns, the fixed pair in
-  slot 0; weights w = exp(beta s) / Z. Returns (row, controlled row, column, controlled column), each
-  [c, K, D] and without the factor beta: row = softmax mean of row 0 - A a_0 (the bias w.r.t. a_0),
-  column = (1/N) sum_i w_i0 a_i / T_i - A b_0 (w.r.t. b_0), T_i = mean_j w_ij. The controlled versions
-  have the same means and a spread O(1/N) instead of O(1/sqrt(N)):
+class Direction(NamedTuple):
+  """One direction of the loss around the anchors, each in slot 0 of its own batch of N: anchors a in the
+  rows, candidates b in the columns, weights w = exp(beta s) / Z(row) with Z the world's partition
+  function of that row. What the estimator needs of a world (a sphere world or any population of pairs):
+
+  w_row_cKxN   w_0j, the anchor's row;            t_cKxN    T_i = mean_j w_ij, every row's mean weight;
+  w_col_cKxN   w_i0, the anchor's column;         a_cKxNxD, b_cKxNxD  the embeddings, the anchor's in slot 0;
+  mu_KxD       the anchor row's infinite-batch softmax mean E_b'[w(a_0, b') b'];
+  nu_KxD       the anchor column's infinite-batch mean E_a'[w(a', b_0) a'] (its rows' own weights).
+  """
+
+  w_row_cKxN: np.ndarray
+  w_col_cKxN: np.ndarray
+  t_cKxN: np.ndarray
+  a_cKxNxD: np.ndarray
+  b_cKxNxD: np.ndarray
+  mu_KxD: np.ndarray
+  nu_KxD: np.ndarray
+
+
+def _direction(d: Direction):
+  """(row, controlled row, column, controlled column) of one direction, each [c, K, D] and without the
+  factor beta: row = softmax mean of row 0 - mu (the bias w.r.t. a_0), column = (1/N) sum_i w_i0 a_i / T_i
+  - nu (w.r.t. b_0). The controlled versions have the same means and, in the sphere worlds, a spread
+  O(1/N) instead of O(1/sqrt(N)):
 
   row:    R/T - mu = e / T, e = (1/N) sum_j w_0j (b_j - mu) of known mean w_00 (b_0 - mu) / N; so
           e / T - e + E e = (T_0 - 1)(mu - R/T) + w_00 (b_0 - mu) / N, a product of two O(1/sqrt(N)) terms.
   column: minus (1/N) sum_{i >= 1} (w_i0 a_i - nu), of mean zero (a_i is independent of b_0 and
-          E[w(a', b_0) a'] = nu = A b_0), leaves w_00 a_0 / (N T_0) + (1/N) sum_{i >= 1} w_i0 a_i
-          (1/T_i - 1) - nu / N, whose terms are nearly uncorrelated (E_x' w(x', y) = 1 for every y).
+          E[w(a', b_0) a'] = nu), leaves w_00 a_0 / (N T_0) + (1/N) sum_{i >= 1} w_i0 a_i
+          (1/T_i - 1) - nu / N, whose terms are nearly uncorrelated where E_x' w(x', y) = 1 for every y.
   """
-  n = w_cKxNxN.shape[-1]
-  t_cKxN = w_cKxNxN.mean(-1)
-  a0, b0, t0 = a_cKxNxD[..., 0, :], b_cKxNxD[..., 0, :], t_cKxN[..., 0, None]
-  mu, nu, w00 = mean_resultant * a0, mean_resultant * b0, w_cKxNxN[..., 0, 0, None]
-  row = np.einsum("ckj,ckjd->ckd", w_cKxNxN[..., 0, :], b_cKxNxD) / (n * t0)
-  col = np.einsum("cki,ckid->ckd", w_cKxNxN[..., :, 0] / t_cKxN, a_cKxNxD) / n
+  n = d.t_cKxN.shape[-1]
+  a0, b0, t0 = d.a_cKxNxD[..., 0, :], d.b_cKxNxD[..., 0, :], d.t_cKxN[..., 0, None]
+  mu, nu, w00 = d.mu_KxD, d.nu_KxD, d.w_row_cKxN[..., 0, None]
+  row = np.einsum("ckj,ckjd->ckd", d.w_row_cKxN, d.b_cKxNxD) / (n * t0)
+  col = np.einsum("cki,ckid->ckd", d.w_col_cKxN / d.t_cKxN, d.a_cKxNxD) / n
   row_ctrl = (t0 - 1) * (mu - row) + w00 * (b0 - mu) / n
-  others = w_cKxNxN[..., 1:, 0] * (1 / t_cKxN[..., 1:] - 1)
-  col_ctrl = w00 * a0 / (n * t0) + (np.einsum("cki,ckid->ckd", others, a_cKxNxD[..., 1:, :]) - nu) / n
+  others = d.w_col_cKxN[..., 1:] * (1 / d.t_cKxN[..., 1:] - 1)
+  col_ctrl = w00 * a0 / (n * t0) + (np.einsum("cki,ckid->ckd", others, d.a_cKxNxD[..., 1:, :]) - nu) / n
   return row - mu, row_ctrl, col - nu, col_ctrl
+
+
+def direction_draws(beta: float, i2t: Direction, t2i: Direction) -> tuple[np.ndarray, np.ndarray]:
+  """(plain, controlled), each [c, K, 2, 2, D] (direction, part): g_N - g_inf per draw of the batches.
+
+  Image-to-text: u is the anchor's row, v its column; text-to-image (the columns of S are its rows): u
+  is the column, v the row. The symmetric loss's gradient is the mean of the two (`symmetric`).
+  """
+  i2t_parts, t2i_parts = _direction(i2t), _direction(t2i)
+  out = []
+  for row, col in ((0, 2), (1, 3)):
+    directions = [np.stack([i2t_parts[row], i2t_parts[col]], axis=2),
+                  np.stack([t2i_parts[col], t2i_parts[row]], axis=2)]
+    out.append(beta * np.stack(directions, axis=2))
+  return out[0], out[1]
+
+
+def block_direction(w_cKxNxN: np.ndarray, a_cKxNxD: np.ndarray, b_cKxNxD: np.ndarray, mu_KxD: np.ndarray,
+                    nu_KxD: np.ndarray) -> Direction:
+  """The Direction of a full weight block [c, K, N, N] (rows a, columns b; the anchor in slot 0)."""
+  return Direction(w_cKxNxN[..., 0, :], w_cKxNxN[..., :, 0], w_cKxNxN.mean(-1), a_cKxNxD, b_cKxNxD,
+                   mu_KxD, nu_KxD)
 
 
 def anchor_draws(
@@ -139,23 +181,19 @@ def anchor_draws(
 ) -> tuple[np.ndarray, np.ndarray]:
   """(plain, controlled), each [count, K, 2, 2, D] (direction, part): per draw of N - 1 fresh companions
   for every anchor, g_N - g_inf (plain) and its control-variate version (same mean, spread O(1/N)), for
-  each direction of the loss; a few draws at a time.
-
-  Image-to-text: u is the anchor's row, v its column; text-to-image (the columns of S are its rows): u
-  is the column, v the row. The symmetric loss's gradient is the mean of the two (`symmetric`).
+  each direction of the loss (direction_draws); a few draws at a time.
   """
   chunk = max(1, max_entries // (len(x_KxD) * n * n))
-  plain, controlled = [], []
+  mu_KxD, nu_KxD = gc["A"] * x_KxD, gc["A"] * y_KxD  # the softmax means of the infinite batch
+  blocks = []
   for start in range(0, count, chunk):
     x, y = sphere.sample_pairs(world, (min(chunk, count - start), len(x_KxD), n), rng)
     x[:, :, 0], y[:, :, 0] = x_KxD, y_KxD
     w_cKxNxN = np.exp(gc["beta"] * np.einsum("cknd,ckmd->cknm", x, y) - gc["log_z"])
-    i2t = _direction(w_cKxNxN, x, y, gc["A"])
-    t2i = _direction(np.swapaxes(w_cKxNxN, -1, -2), y, x, gc["A"])
-    for out, (row, col) in ((plain, (0, 2)), (controlled, (1, 3))):
-      directions = [np.stack([i2t[row], i2t[col]], axis=2), np.stack([t2i[col], t2i[row]], axis=2)]
-      out.append(gc["beta"] * np.stack(directions, axis=2))
-  return np.concatenate(plain), np.concatenate(controlled)
+    i2t = block_direction(w_cKxNxN, x, y, mu_KxD, nu_KxD)
+    t2i = block_direction(np.swapaxes(w_cKxNxN, -1, -2), y, x, nu_KxD, mu_KxD)
+    blocks.append(direction_draws(gc["beta"], i2t, t2i))
+  return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
 
 def span_coordinates(d_xKx2xD: np.ndarray, x_KxD: np.ndarray, y_KxD: np.ndarray) -> np.ndarray:
@@ -191,27 +229,46 @@ def measure(
   draws: int,
   level: float = 0.95,
 ) -> dict:
-  """The gradient bias at batch size n against its first order, with intervals over replicates.
+  """The gradient bias at batch size n against its first order, with intervals over replicates
+  (`summarise`); each draw is controlled and projected on span(x_k, y_k)."""
 
-  Each replicate averages `draws` controlled, projected draws per anchor into b_r, the bias of the
-  concatenated [K, 2, D] gradient. Its squared norm is debiased by the trace of its own covariance
-  (the noise's share of |b_r|^2), so rel_bias = sqrt(mean_r |b_r|^2 - tr) / |g_inf|, with the interval
-  of the mean mapped through the square root. parallel = <b_r, g_inf> / |g_inf|^2, the part of the bias
-  that only rescales the gradient (negative: the expected N-pair gradient is shorter); the rest turns
-  it, which 1 - cos measures. projection = <N b_r, alpha> / |alpha|^2 -> 1 as N grows.
-  """
+  def draw(count: int) -> np.ndarray:
+    controlled = symmetric(anchor_draws(world, gc, x_KxD, y_KxD, n, count, rng)[1])
+    return from_coordinates(span_coordinates(controlled, x_KxD, y_KxD), x_KxD, y_KxD)
+
   g, alpha = infinite_gradient(gc, x_KxD, y_KxD), symmetric(first_order(gc, x_KxD, y_KxD))
+  return summarise(draw, g, alpha, n, replicates, draws, level)
+
+
+def summarise(
+  draw: Callable[[int], np.ndarray],
+  g: np.ndarray,
+  alpha: np.ndarray,
+  n: int,
+  replicates: int,
+  draws: int,
+  level: float = 0.95,
+) -> dict:
+  """The bias of draw(count) ([count, K, 2, D] draws of g_N - g_inf) against alpha / n, with intervals.
+
+  Each replicate averages `draws` draws per anchor into b_r, the bias of the concatenated [K, 2, D]
+  gradient. Its squared norm is debiased by the trace of its own covariance (the noise's share of
+  |b_r|^2), so rel_bias = sqrt(mean_r |b_r|^2 - tr) / |g_inf|, with the interval of the mean mapped
+  through the square root. parallel = <b_r, g_inf> / |g_inf|^2, the part of the bias that only rescales
+  the gradient (negative: the expected N-pair gradient is shorter); the rest turns it, which 1 - cos
+  measures (clipped to [0, 2]: where E g_N nearly vanishes, its debiased squared norm can be <= 0).
+  projection = <N b_r, alpha> / |alpha|^2 -> 1 as N grows.
+  """
   g2, a2 = float((g**2).sum()), float((alpha**2).sum())
   rel2_R, parallel_R, one_minus_cos_R, projection_R = [], [], [], []
   for _ in range(replicates):
-    controlled = symmetric(anchor_draws(world, gc, x_KxD, y_KxD, n, draws, rng)[1])
-    proj_dxKx2xD = from_coordinates(span_coordinates(controlled, x_KxD, y_KxD), x_KxD, y_KxD)
-    b = proj_dxKx2xD.mean(0)
-    sq = float((b**2).sum() - proj_dxKx2xD.var(0, ddof=1).sum() / draws)
+    d_dxKx2xD = draw(draws)
+    b = d_dxKx2xD.mean(0)
+    sq = float((b**2).sum() - d_dxKx2xD.var(0, ddof=1).sum() / draws)
     inner = float((b * g).sum())
     rel2_R.append(sq / g2)
     parallel_R.append(inner / g2)
-    one_minus_cos_R.append(1 - (g2 + inner) / np.sqrt(g2 * max(g2 + 2 * inner + sq, 1e-300)))
+    one_minus_cos_R.append(1 - np.clip((g2 + inner) / np.sqrt(g2 * max(g2 + 2 * inner + sq, 1e-300)), -1, 1))
     projection_R.append(n * float((b * alpha).sum()) / a2)
   rel2, rel2_lo, rel2_hi = mean_ci(np.array(rel2_R), level)
   par, par_lo, par_hi = mean_ci(np.array(parallel_R), level)

@@ -7,13 +7,13 @@ jitter and shading. With 6 shapes x 3 colours x 3 sizes x 2 fills per object, 4 
 backgrounds, scenes of one object (4% of them) are the ones that repeat:
 `python -m basic_core.data fn-rate --world objects --group-size 4096` counts them (under 1%).
 
-It is also built to be learnable by a small model on a CPU: four large cells at 32x32, shapes chosen
-for distinct silhouettes, captions in one fixed order (count, background, objects in reading order), and
-only three colours: with eight, a pilot's towers matched scenes by their colours and learned little
-else (one seed; experiments/README.md, the testbed's pilots). Zero-shot tasks ask one attribute of
-single-object scenes (the count task: scenes of 1-4 objects); each class is the mean embedding of the captions of scenes drawn
-with that attribute fixed (the prompts are descriptions like the training captions, not templates with
-a word left out).
+It is also built to be learnable by a small model on a CPU: four large cells at 32x32, shapes chosen for
+distinct silhouettes, captions in one fixed order (count, background, objects in reading order), and
+only three colours: with eight, a pilot's towers matched scenes by their colours and learned little else
+(one seed; experiments/README.md, the testbed's pilots). Zero-shot tasks ask one attribute of single-
+object scenes (the count task: scenes of 1-4 objects); each class is the mean embedding of the captions
+of scenes drawn with that attribute fixed (the prompts are descriptions like the training captions, not
+templates with a word left out).
 """
 
 from __future__ import annotations

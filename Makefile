@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-all tiny sweep grid grid-results figures summaries fn-rates notebooks \
+.PHONY: setup lint test test-all tiny sweep grid grid-results mechanism mechanism-results mechanism-gradients figures summaries fn-rates notebooks \
 	strip-notebooks theory bench bench-gpu plan-check gpu-wheels clean
 
 setup: $(STAMP)
@@ -44,16 +44,19 @@ sweep: setup
 GRID_DIR ?= runs/sweep-negatives
 GRID_RECORDS := paper_figures/data/negatives_grid_runs
 GRID_JOBS ?= 1
+# restore(RUN_DIR, RECORDS...): each committed run record not yet in RUN_DIR/runs is copied there.
+restore = mkdir -p $(1)/runs; for d in $(foreach r,$(2),$(r)/*/); do [ -d "$$d" ] || continue; \
+	  r=$(1)/runs/$$(basename $$d); [ -f $$r/eval.json ] || { mkdir -p $$r && cp $$d/eval.json $$d/metrics.jsonl $$r/; }; done
+# record(RUN_DIR, RECORDS, PATTERN, OTHER_RECORDS): each finished run in RUN_DIR goes to RECORDS if its id
+# matches PATTERN, else to OTHER_RECORDS.
+record = for r in $(1)/runs/*/; do [ -f $$r/eval.json ] || continue; n=$$(basename $$r); \
+	  case $$n in $(3)) d=$(2)/$$n;; *) d=$(4)/$$n;; esac; mkdir -p $$d && cp $$r/eval.json $$r/metrics.jsonl $$d/; done
 grid: setup
-	mkdir -p $(GRID_DIR)/runs
-	for d in $(GRID_RECORDS)/*/; do [ -d "$$d" ] || continue; r=$(GRID_DIR)/runs/$$(basename $$d); \
-	  [ -f $$r/eval.json ] || { mkdir -p $$r && cp $$d/eval.json $$d/metrics.jsonl $$r/; }; done
+	$(call restore,$(GRID_DIR),$(GRID_RECORDS))
 	$(PY) -m experiments.batch_size_sweep --preset negatives --out $(GRID_DIR) --jobs $(GRID_JOBS) --quiet
 
 grid-results: setup
-	mkdir -p $(GRID_RECORDS)
-	for r in $(GRID_DIR)/runs/*/; do [ -f $$r/eval.json ] || continue; d=$(GRID_RECORDS)/$$(basename $$r); \
-	  mkdir -p $$d && cp $$r/eval.json $$r/metrics.jsonl $$d/; done
+	$(call record,$(GRID_DIR),$(GRID_RECORDS),*,)
 	cp $(GRID_DIR)/results.csv paper_figures/data/negatives_grid.csv
 	cp $(GRID_DIR)/probes.csv paper_figures/data/negatives_grid_probes.csv
 	$(PY) -m experiments.negatives --results paper_figures/data/negatives_grid.csv \
@@ -62,6 +65,34 @@ grid-results: setup
 	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_grid.csv \
 	    --probes paper_figures/data/negatives_grid_probes.csv --summary paper_figures/data/negatives_grid_summary.json \
 	    --fn-rates paper_figures/data/false_negatives.jsonl --out paper_figures/figures
+
+# The mechanism experiment (issue 28; experiments/README.md): its plain runs are the grid's (same ids), so
+# both restore from both record folders; its finished plain runs are recorded as the grid's.
+MECH_DIR ?= runs/sweep-mechanism
+MECH_RECORDS := paper_figures/data/mechanism_runs
+mechanism: setup
+	$(call restore,$(MECH_DIR),$(GRID_RECORDS) $(MECH_RECORDS))
+	$(PY) -m experiments.batch_size_sweep --preset mechanism --out $(MECH_DIR) --jobs $(GRID_JOBS) --quiet
+
+mechanism-results: setup
+	$(call record,$(MECH_DIR),$(MECH_RECORDS),*-sogclr-*|*-queue[0-9]*,$(GRID_RECORDS))
+	cp $(MECH_DIR)/results.csv paper_figures/data/mechanism.csv
+	$(PY) -m experiments.mechanism --results paper_figures/data/mechanism.csv --preset mechanism \
+	    $(if $(wildcard $(MECH_GRADIENTS)),--gradients $(MECH_GRADIENTS)) --summary paper_figures/data/mechanism_summary.json
+	$(PY) -m paper_figures.mechanism_figure --results paper_figures/data/mechanism.csv \
+	    --summary paper_figures/data/mechanism_summary.json --out paper_figures/figures
+
+# The gradient bias at each finished mechanism run's final weights, one JSON row per run and G
+# (experiments/gradient_bias.py; about 50 s of a core per run; runs already measured are skipped; plain runs
+# that the grid ran have their checkpoints in its folder).
+MECH_GRADIENTS := paper_figures/data/mechanism_gradient_bias.jsonl
+mechanism-gradients: setup
+	touch $(MECH_GRADIENTS)
+	for r in $(MECH_DIR)/runs/*/ $(GRID_DIR)/runs/*/; do [ -f $$r/eval.json ] && [ -d $$r/checkpoints ] || continue; \
+	  grep -q "^$$(basename $$r)," $(MECH_DIR)/results.csv || continue; \
+	  grep -q "\"run\": \"$$(basename $$r)\"" $(MECH_GRADIENTS) && continue; \
+	  OPENBLAS_NUM_THREADS=1 $(PY) -m experiments.gradient_bias --workdir $$r --pairs 4096 --anchors 128 \
+	    --replicates 5 --out $(MECH_GRADIENTS) || exit 1; done
 
 tiny: setup
 	$(PY) -m basic_core.train --config tiny --workdir runs/tiny
@@ -79,6 +110,8 @@ figures: setup
 	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_pilot.csv \
 	    --probes paper_figures/data/negatives_pilot_probes.csv --summary paper_figures/data/negatives_pilot_summary.json \
 	    --bounds paper_figures/data/negatives_pilot_bounds/*.json --out paper_figures/figures/negatives_pilot
+	$(PY) -m paper_figures.mechanism_figure --results paper_figures/data/mechanism.csv \
+	    --summary paper_figures/data/mechanism_summary.json --out paper_figures/figures
 
 # The committed summaries of the batch-size sweeps, recomputed from their committed results (trend fits with
 # one intercept per seed; experiments/README.md).

@@ -26,6 +26,27 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
   return m, m - half, m + half
 
 
+def paired_ratio(a_S: np.ndarray, b_S: np.ndarray, level: float = 0.95) -> dict:
+  """mean(a) / mean(b) over paired samples (one a_s, b_s per seed) with Fieller's interval: the set of
+  theta with |mean(a) - theta mean(b)| <= t * se(mean(a) - theta mean(b)), exact for normal means. It is
+  bounded only when mean(b) is itself told apart from 0 at `level`; otherwise the ratio is not estimable
+  from these samples and the interval is (-inf, inf) (`bounded` False), never a delta-method guess."""
+  a_S, b_S = np.asarray(a_S, float), np.asarray(b_S, float)
+  n = len(a_S)
+  ratio = float(a_S.mean() / b_S.mean()) if b_S.mean() != 0 else float("nan")
+  if n < 2:
+    return dict(ratio=ratio, ci_low=-np.inf, ci_high=np.inf, bounded=False, n=n)
+  cov = np.cov(a_S, b_S, ddof=1) / n
+  t2 = stats.t.ppf(0.5 + level / 2, n - 1) ** 2
+  ma, mb = a_S.mean(), b_S.mean()
+  qa, qb, qc = mb**2 - t2 * cov[1, 1], ma * mb - t2 * cov[0, 1], ma**2 - t2 * cov[0, 0]
+  disc = qb**2 - qa * qc
+  if qa <= 0 or disc < 0:
+    return dict(ratio=ratio, ci_low=-np.inf, ci_high=np.inf, bounded=False, n=n)
+  root = np.sqrt(disc)
+  return dict(ratio=ratio, ci_low=float((qb - root) / qa), ci_high=float((qb + root) / qa), bounded=True, n=n)
+
+
 def summarize(df: pd.DataFrame, metrics: list[str], by: tuple[str, ...] = ("batch_size",)) -> pd.DataFrame:
   """One row per group and metric: n, mean, ci_low, ci_high."""
   rows = []

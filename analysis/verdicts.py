@@ -69,7 +69,8 @@ def judge(estimates: list[dict], margins: dict[str, float], unit: str = "per dou
   """Adds `verdict` (a sentence), `claim` (grows | shrinks | equivalent | none | no interval) and the
   Holm-adjusted p-values to each slope estimate of one summary (one family). `margins[metric]` is the
   equivalence margin declared for that metric, in its own unit per doubling; a metric without one is
-  never called equivalent."""
+  never called equivalent. An estimate may carry its own `unit` and `words` (what a positive and a
+  negative estimate are called; default "grows", "shrinks"): a difference between arms, for example."""
   tests = []  # (estimate index, kind, p)
   for i, e in enumerate(estimates):
     if e["seeds"] < 2 or not np.isfinite(e["se"]):
@@ -85,7 +86,7 @@ def judge(estimates: list[dict], margins: dict[str, float], unit: str = "per dou
   for (i, kind, _), p in zip(tests, adjusted):
     out[i][f"p_{kind}_holm"] = p
   for e in out:
-    e["claim"], e["verdict"] = _sentence(e, margins.get(e["metric"]), unit, family)
+    e["claim"], e["verdict"] = _sentence(e, margins.get(e["metric"]), e.get("unit", unit), family)
   return out
 
 
@@ -97,7 +98,7 @@ def _sentence(e: dict, margin: float | None, unit: str, family: int) -> tuple[st
   span = (f"{e['slope']:+.4f} {unit} (95% CI {e['ci_low']:+.4f} to {e['ci_high']:+.4f}; {n}; "
           f"Holm over {family} tests at family-wise {ALPHA:g}")
   if e["p_direction_holm"] < ALPHA:
-    word = "grows" if e["slope"] > 0 else "shrinks"
+    word = e.get("words", ("grows", "shrinks"))[0 if e["slope"] > 0 else 1]
     return word, f"{e['metric']} {word}: {span}, adjusted p = {e['p_direction_holm']:.2g})"
   if np.isfinite(e["p_equivalence_holm"]) and e["p_equivalence_holm"] < ALPHA:
     return "equivalent", (f"{e['metric']} does not change by more than the declared margin {margin:g} "

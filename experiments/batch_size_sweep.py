@@ -37,7 +37,7 @@ import pandas as pd
 from analysis import cli, stats
 from analysis.stats import add_means
 from basic_core.workdir_lock import WorkdirLocked
-from experiments import negatives, ray_backend
+from experiments import mechanism, negatives, ray_backend
 from experiments.presets import PRESETS
 from experiments.runner import run_sweep
 
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
   except ray_backend.RunsFailed as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  if any(part.estimator != "plain" for part in sweep.parts):
+    return report_mechanism(df, args.out, sweep, figures=not args.no_figures)
   if len(sweep.group_sizes) > 1:
     return report_negatives(df, args.out, sweep, figures=not args.no_figures)
   summary = summarize_sweep(df, args.out)
@@ -169,6 +171,19 @@ def report_negatives(df: pd.DataFrame, out: Path, sweep, *, figures: bool) -> in
     for path in negatives_figures.draw_all(out / "results.csv", out / "figures", probes_csv,
                                            out / "summary.json"):
       print(f"figure: {path}")
+  return 0
+
+
+def report_mechanism(df: pd.DataFrame, out: Path, sweep, *, figures: bool) -> int:
+  """summary.json, the recovered fractions, the verdicts and the figure of a sweep that sets debiased
+  estimators at small G against plain G (experiments/mechanism.py)."""
+  summary = mechanism.summarize(df, dict(sweep.margins))
+  (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+  mechanism.print_report(summary, df)
+  if figures:
+    from paper_figures import mechanism_figure
+    (out / "figures").mkdir(exist_ok=True)
+    print(f"figure: {mechanism_figure.mechanism_figure(df, summary, out / 'figures' / 'mechanism.png')}")
   return 0
 
 

@@ -299,8 +299,9 @@ def main(argv=None) -> int:
   if args.anchors > half:
     raise cli.CommandError("--anchors", f"{args.anchors} anchors exceed half of the {len(u)} held-out pairs")
   rng = np.random.default_rng(args.seed)
-  rows = [{"step": step} | r for r in gradient_bias(split(u, v, beta, args.anchors, rng), args.groups, rng,
-                                                      replicates=args.replicates, count=args.draws)]
+  measured = gradient_bias(split(u, v, beta, args.anchors, rng), args.groups, rng,
+                           replicates=args.replicates, count=args.draws)
+  rows = [{"run": args.workdir.name, "step": step} | r for r in measured]
   if args.out:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

@@ -92,6 +92,21 @@ _SMOKE_EVAL = ("eval.batch_size=256", "eval.num_pairs=2048", "data.num_test=2048
                "train.progress=False", "train.checkpoint_every=30", "train.log_every=10",
                "eval.probe_every=10", "eval.probe_pairs=1024", "eval.control=True")
 
+
+def _mechanism(name: str, *, batch: int, plain_g, debiased_g, seeds, steps: int, pool: int, overrides,
+               margins=()) -> Sweep:
+  """Plain G on fresh pairs and on a pool of `pool` pairs, SogCLR on the pool and a queue on fresh pairs
+  (G + Q = batch pairs in every softmax) at the small G, objects world, frozen T = 0.07, seeds paired."""
+  common = dict(world="objects", batch_sizes=(batch,), seeds=seeds, budget="steps", steps=steps,
+                num_train=(pool,), temperatures=(0.07,), max_microbatch=batch, data_seed_per_seed=True,
+                overrides=overrides)
+  return Sweep(name=name, group_sizes=plain_g, data_modes=("fresh", "pool"), margins=margins, **common,
+               parts=tuple(Sweep(name=f"{name}/{estimator}", group_sizes=debiased_g, data_modes=(mode,),
+                                 estimator=estimator, queue_total=batch if estimator == "queue" else 0,
+                                 **common)
+                           for estimator, mode in (("sogclr", "pool"), ("queue", "fresh"))))
+
+
 PRESETS = {
     # Under 3 minutes on a 2-core CPU: the tests use it.
     "smoke": Sweep(name="smoke", batch_sizes=(16, 64, 256), samples=256 * 12,
@@ -152,20 +167,16 @@ PRESETS = {
     # same runs as the grid's: identical configs, identical run ids, so `make grid`'s records serve both),
     # and small G with an estimator of the global objective: SogCLR on the pool (per-pair normaliser
     # averages) and a queue on fresh pairs (G + Q = 1,024 pairs in every softmax). 80 runs, 30 beyond the
-    # grid's. Not run yet.
-    "mechanism": Sweep(name="mechanism", world="objects", batch_sizes=(1024,), group_sizes=_GRID_G,
-                       seeds=_GRID_SEEDS, budget="steps", steps=_GRID_STEPS, num_train=(8192,),
-                       data_modes=("fresh", "pool"), temperatures=(0.07,), max_microbatch=1024,
-                       data_seed_per_seed=True, overrides=_GRID_EVAL + _OBJECTS_MODEL,
-                       margins=(("gap_offset_all", 0.01), ("heldout_loss_offset_all", 0.01),
-                                ("zeroshot_mean_top1", 0.01), ("retrieval_i2t_r1", 0.005)),
-                       parts=tuple(Sweep(name=f"mechanism/{estimator}", world="objects", batch_sizes=(1024,),
-                                         group_sizes=(4, 16, 64), seeds=_GRID_SEEDS, budget="steps",
-                                         steps=_GRID_STEPS, num_train=(8192,), data_modes=(mode,),
-                                         temperatures=(0.07,), max_microbatch=1024, data_seed_per_seed=True,
-                                         overrides=_GRID_EVAL + _OBJECTS_MODEL, estimator=estimator,
-                                         queue_total=1024 if estimator == "queue" else 0)
-                                   for estimator, mode in (("sogclr", "pool"), ("queue", "fresh")))),
+    # grid's (`make mechanism`; spans sessions).
+    "mechanism": _mechanism("mechanism", batch=1024, plain_g=_GRID_G, debiased_g=(4, 16, 64),
+                            seeds=_GRID_SEEDS, steps=_GRID_STEPS, pool=8192,
+                            overrides=_GRID_EVAL + _OBJECTS_MODEL,
+                            margins=(("gap_offset_all", 0.01), ("heldout_loss_offset_all", 0.01),
+                                     ("zeroshot_mean_top1", 0.01), ("retrieval_i2t_r1", 0.005))),
+    # The mechanism experiment in miniature (its end-to-end test, -m slow): B = 256, 30 steps, 2 seeds, plain
+    # G in 4, 256 on fresh pairs and a pool of 2,048; SogCLR on the pool and a queue (G + Q = 256) at G = 4.
+    "mechanism-smoke": _mechanism("mechanism-smoke", batch=256, plain_g=(4, 256), debiased_g=(4,),
+                                  seeds=(0, 1), steps=30, pool=2048, overrides=_SMOKE_EVAL + _OBJECTS_MODEL),
     # BASIC's regime: batch = N (accumulation above 256), fixed steps, fresh pairs: more negatives and
     # more data together, zero-shot and robustness vs N.
     "paper-regime": Sweep(name="paper-regime", batch_sizes=(64, 256, 1024, 4096), seeds=(0, 1, 2),

@@ -271,6 +271,20 @@ def hostile_commands(t) -> dict:
           (["--results", f"{t}/wrong_columns.csv"], "--results"),
           (["--results", f"{t}/empty"], "--results"),
       ],
+      "experiments.mechanism": [
+          (["--results", f"{t}/absent.csv"], "--results"),
+          (["--results", f"{t}/empty.csv"], "--results"),
+          (["--results", f"{t}/wrong_columns.csv"], "--results"),
+          (["--results", f"{ROOT}/paper_figures/data/mechanism.csv", "--gradients", f"{t}/absent.jsonl"],
+           "--gradients"),
+          (["--results", f"{ROOT}/paper_figures/data/mechanism.csv", "--gradients",
+            f"{t}/rows_without_keys.jsonl"], "--gradients"),
+      ],
+      "paper_figures.mechanism_figure": [
+          (["--results", f"{t}/absent.csv", "--out", f"{t}/fig"], "--results"),
+          (["--results", f"{t}/empty.csv", "--out", f"{t}/fig"], "--results"),
+          (["--results", f"{t}/wrong_columns.csv", "--out", f"{t}/fig"], "--results"),
+      ],
       "experiments.tiny_bound": [
           (["--workdir", f"{t}/absent"], "--workdir"),
           (["--workdir", f"{t}/empty"], "--workdir"),

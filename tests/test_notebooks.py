@@ -36,6 +36,9 @@ def small_parameters(name: str, tmp: Path) -> dict:
                                  BOUNDS=str(tmp / "no-bounds"),
                                  OUT=str(tmp / "out"), GROUP_SIZES=(4, 16), STEPS=4,
                                  OVERRIDES=_SMALL_EVAL + ("eval.num_pairs=256", "data.num_test=256")),
+      # The committed results (an analysis and a figure, no training: the sweep's own test is
+      # test_mechanism.py's smoke); the summary computed here.
+      "06_mechanism.ipynb": dict(SUMMARY=str(tmp / "none.json"), OUT=str(tmp / "out")),
   }[name]
 
 
@@ -99,6 +102,7 @@ REDRAWN = {
     "04_memory_and_parallelism.ipynb": ("paper_figures/figures/memory_vs_batch.png",),
     "05_negatives.ipynb": tuple(f"paper_figures/figures/{name}.png" for name in (
         "negatives_outcomes", "negatives_iso_fit", "negatives_bias", "false_negatives")),
+    "06_mechanism.ipynb": ("paper_figures/figures/mechanism.png",),
 }
 
 

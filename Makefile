@@ -65,6 +65,7 @@ grid-results: setup
 	$(PY) -m paper_figures.negatives_figures --results paper_figures/data/negatives_grid.csv \
 	    --probes paper_figures/data/negatives_grid_probes.csv --summary paper_figures/data/negatives_grid_summary.json \
 	    --fn-rates paper_figures/data/false_negatives.jsonl --out paper_figures/figures
+	$(PY) scripts/paste_tables.py
 
 # The mechanism experiment (issue 28; experiments/README.md): its plain runs are the grid's (same ids), so
 # both restore from both record folders; its finished plain runs are recorded as the grid's.
@@ -81,6 +82,7 @@ mechanism-results: setup
 	    $(if $(wildcard $(MECH_GRADIENTS)),--gradients $(MECH_GRADIENTS)) --summary paper_figures/data/mechanism_summary.json
 	$(PY) -m paper_figures.mechanism_figure --results paper_figures/data/mechanism.csv \
 	    --summary paper_figures/data/mechanism_summary.json --out paper_figures/figures
+	$(PY) scripts/paste_tables.py
 
 # The gradient bias at each finished mechanism run's final weights, one JSON row per run and G
 # (experiments/gradient_bias.py; about 50 s of a core per run; runs already measured are skipped; plain runs

@@ -1,0 +1,100 @@
+"""Rewrites the generated tables of the docs from the committed result files, so no table is typed by hand.
+
+    python scripts/paste_tables.py           # rewrite every stale table in place
+    python scripts/paste_tables.py --check   # list the stale ones, exit 1 if any (tests/test_docs.py)
+
+A generated table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->` lines (invisible in rendered
+markdown); `TABLES` says, per NAME, which page holds it and the function of the analysis code that prints
+it from the committed files. `make grid-results` and `make mechanism-results` run it after their analyses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from basic_core.perf import compare  # noqa: E402
+from experiments import mechanism, negatives  # noqa: E402
+from paper_figures import negatives_figures  # noqa: E402
+
+DATA = ROOT / "paper_figures" / "data"
+EXPERIMENTS = "experiments/README.md"
+
+
+def _csv(name: str) -> pd.DataFrame:
+  return pd.read_csv(DATA / name)
+
+
+def _pilot_verdicts() -> str:
+  summary = negatives.summarize(_csv("negatives_pilot.csv"), _csv("negatives_pilot_probes.csv"))
+  return "\n".join(f"- {s}" for s in summary["verdicts"])
+
+
+def _mechanism_summary() -> dict:
+  return json.loads((DATA / "mechanism_summary.json").read_text())
+
+
+def _openclip() -> str:
+  lines = (DATA / "compare_openclip.jsonl").read_text().splitlines()
+  return compare.table([json.loads(line) for line in lines if line.strip()])
+
+
+TABLES = {
+    "negatives-pilot": (EXPERIMENTS, lambda: negatives.means_table(_csv("negatives_pilot.csv"))),
+    "negatives-pilot-verdicts": (EXPERIMENTS, _pilot_verdicts),
+    "false-negatives": (EXPERIMENTS, lambda: negatives_figures.fn_table(
+        negatives_figures.read_fn_rates(DATA / "false_negatives.jsonl"))),
+    "negatives-grid": (EXPERIMENTS, lambda: negatives.means_table(_csv("negatives_grid.csv"))),
+    "mechanism-means": (EXPERIMENTS, lambda: mechanism.means_table(_csv("mechanism.csv"))),
+    "mechanism-recovered": (EXPERIMENTS, lambda: mechanism.recovered_table(_mechanism_summary())),
+    "mechanism-answer": (EXPERIMENTS, lambda: "\n".join(f"- {a}" for a in _mechanism_summary()["answer"])),
+    "openclip": ("basic_core/perf/README.md", _openclip),
+}
+
+
+def region(name: str) -> re.Pattern:
+  return re.compile(rf"(<!-- table:{re.escape(name)} -->\n)(.*?)(<!-- /table:{re.escape(name)} -->)", re.S)
+
+
+def paste(text: str, name: str, table: str) -> str:
+  """`text` with NAME's region holding `table`; a page without the region is an error."""
+  pattern = region(name)
+  if not pattern.search(text):
+    raise KeyError(f"no <!-- table:{name} --> region")
+  return pattern.sub(lambda m: m.group(1) + table.rstrip("\n") + "\n" + m.group(3), text, count=1)
+
+
+def stale(root: Path = ROOT) -> list[str]:
+  """Names whose region differs from what the analysis prints now."""
+  out = []
+  for name, (page, make) in TABLES.items():
+    text = (root / page).read_text()
+    if paste(text, name, make()) != text:
+      out.append(f"{name} ({page})")
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--check", action="store_true", help="list stale tables, change nothing")
+  args = parser.parse_args(argv)
+  if args.check:
+    names = stale()
+    print("\n".join(f"stale: {n}" for n in names) or "every generated table is current")
+    return 1 if names else 0
+  for name, (page, make) in TABLES.items():
+    path = ROOT / page
+    path.write_text(paste(path.read_text(), name, make()))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -40,7 +40,8 @@ sweep: setup
 # The testbed grid (experiments/README.md), 125 runs of about 10 minutes of a core each: it spans sessions.
 # `make grid` first restores the runs finished in earlier sessions from their committed records (each run's
 # eval.json and metrics.jsonl, a few KB; never checkpoints), then runs or resumes the rest, GRID_JOBS at a
-# time; `make grid-results` (also while it runs) commits-ready records, results, summary and figures.
+# time; `make grid-results` (also while it runs) records the finished runs, restores the records of runs that
+# other sweeps share (the mechanism's plain runs), and rebuilds the results, summary, figures and tables.
 GRID_DIR ?= runs/sweep-negatives
 GRID_RECORDS := paper_figures/data/negatives_grid_runs
 GRID_JOBS ?= 1
@@ -57,6 +58,8 @@ grid: setup
 
 grid-results: setup
 	$(call record,$(GRID_DIR),$(GRID_RECORDS),*,)
+	$(call restore,$(GRID_DIR),$(GRID_RECORDS))
+	$(PY) -m experiments.batch_size_sweep --preset negatives --out $(GRID_DIR) --collect
 	cp $(GRID_DIR)/results.csv paper_figures/data/negatives_grid.csv
 	cp $(GRID_DIR)/probes.csv paper_figures/data/negatives_grid_probes.csv
 	$(PY) -m experiments.negatives --results paper_figures/data/negatives_grid.csv \
@@ -77,6 +80,8 @@ mechanism: setup
 
 mechanism-results: setup
 	$(call record,$(MECH_DIR),$(MECH_RECORDS),*-sogclr-*|*-queue[0-9]*,$(GRID_RECORDS))
+	$(call restore,$(MECH_DIR),$(GRID_RECORDS) $(MECH_RECORDS))
+	$(PY) -m experiments.batch_size_sweep --preset mechanism --out $(MECH_DIR) --collect
 	cp $(MECH_DIR)/results.csv paper_figures/data/mechanism.csv
 	$(PY) -m experiments.mechanism --results paper_figures/data/mechanism.csv --preset mechanism \
 	    $(if $(wildcard $(MECH_GRADIENTS)),--gradients $(MECH_GRADIENTS)) --summary paper_figures/data/mechanism_summary.json

@@ -39,7 +39,7 @@ from analysis.stats import add_means
 from basic_core.workdir_lock import WorkdirLocked
 from experiments import mechanism, negatives, ray_backend
 from experiments.presets import PRESETS
-from experiments.runner import run_sweep
+from experiments.runner import plan_runs, run_sweep, write_results
 
 GAPS = ("gap_sample", "gap_offset_all", "gap_fixed_eval", "gap_population")
 
@@ -107,6 +107,9 @@ def main(argv=None) -> int:
                       "OUT/summary.csv and --summary")
   parser.add_argument("--summary", type=cli.out_file, help="with --results: write the summary JSON here "
                       "(default OUT/summary.json)")
+  parser.add_argument("--collect", action="store_true",
+                      help="rebuild OUT/results.csv and probes.csv from the preset's finished runs in OUT "
+                      "(e.g. records restored from another sweep that shares runs); run nothing")
   parser.add_argument("--status", action="store_true",
                       help="print done / running / failed / pending per run of OUT's sweep; start nothing")
   args = parser.parse_args(argv)
@@ -133,6 +136,9 @@ def main(argv=None) -> int:
       value = getattr(args, field)
       if value:
         sweep = dataclasses.replace(sweep, **{field: value})
+    if args.collect:
+      print(f"{len(write_results(plan_runs(sweep), args.out))} finished runs in {args.out / 'results.csv'}")
+      return 0
     backend = None
     if args.backend == "ray":
       ray_backend.import_ray()  # before anything is written

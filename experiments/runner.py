@@ -139,7 +139,7 @@ def probe_rows(run: Run, workdir: Path) -> list[dict]:
   coords = dict(run_id=run.run_id, world=run.world, batch_size=run.batch_size,
                 group_size=loss_group_size(run.config()),
                 seed=run.seed, data_mode=run.data_mode, temperature=run.temperature, estimator=run.estimator,
-             queue_size=run.queue_size, num_train=run.num_train)
+                queue_size=run.queue_size, num_train=run.num_train)
   return [coords | {k.removeprefix("probe_"): v for k, v in r.items() if k.startswith("probe_")}
           | dict(step=r["step"], logit_scale=r["logit_scale"])
           for r in _records(workdir) if any(k.startswith("probe_") for k in r)]

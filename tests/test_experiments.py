@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,3 +156,20 @@ def test_mechanism_shares_the_grids_plain_runs_and_adds_the_estimators():
   for r in runs:
     c = r.config()
     assert (c.loss.estimator, c.loss.queue_size) == (r.estimator, r.queue_size)
+
+
+def test_collect_rebuilds_results_from_restored_records(tmp_path):
+  """`--collect` (make grid-results, make mechanism-results): the committed records of two grid runs, copied
+  into a fresh sweep folder, become its results.csv rows without running anything; a run that is not the
+  preset's is ignored."""
+  grid_records = Path(__file__).resolve().parents[1] / "paper_figures/data/negatives_grid_runs"
+  records = sorted(grid_records.iterdir())[:2]
+  for record in records + [records[0].with_name("not-a-run-of-this-preset")]:
+    (tmp_path / "runs" / record.name).mkdir(parents=True)
+    for name in ("eval.json", "metrics.jsonl"):
+      if (record / name).exists():
+        shutil.copy(record / name, tmp_path / "runs" / record.name / name)
+  assert main(["--preset", "negatives", "--out", str(tmp_path), "--collect"]) == 0
+  df = pd.read_csv(tmp_path / "results.csv")
+  assert sorted(df["run_id"]) == [r.name for r in records]
+  assert not (tmp_path / "sweep.json").exists()

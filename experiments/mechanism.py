@@ -163,8 +163,12 @@ def answer(r: dict) -> str:
   if not r["bounded"]:
     return f"{head}, but with {n} the plain gain is not told apart from 0: no interval, no claim"
   ci = f"95% CI {100 * r['ci_low']:.0f}% to {100 * r['ci_high']:.0f}%, {n}"
+  # An interval outside [0, 1] says the side even when it is too wide to say how much.
+  side = ("; the whole interval is below 0: worse than plain at the same G" if r["ci_high"] < 0 else
+          f"; the whole interval is above 100%: better than plain G = {r['large_group_size']}"
+          if r["ci_low"] > 1 else "")
   return f"{head} ({ci}; {'conclusive' if r['conclusive'] else 'not conclusive'} at half-width "\
-         f"<= {100 * CONCLUSIVE_HALF_WIDTH:.0f} points)"
+         f"<= {100 * CONCLUSIVE_HALF_WIDTH:.0f} points{side})"
 
 
 def means_table(results: pd.DataFrame) -> str:

@@ -36,15 +36,17 @@ def primary(summary: dict, g: int) -> dict:
   return next(r for r in summary["recovered"] if r["metric"] == mechanism.PRIMARY and r["group_size"] == g)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("fraction", [-0.5, 0.0, 0.5, 1.0, 1.5])
 def test_recovered_fraction_finds_the_planted_one_and_is_conclusive(fraction):
   """Point estimates near the planted fraction, intervals narrow enough to be conclusive (their coverage:
-  the Fieller test below)."""
+  the Fieller test below); an interval wholly outside [0, 1] is named as worse or better."""
   summary = mechanism.summarize(planted(fraction, seeds=6, noise=0.005))
   for g in (4, 16, 64):
     r = primary(summary, g)
     assert abs(r["ratio"] - fraction) < 0.1 and r["conclusive"], r
   assert len(summary["answer"]) == 3 and "conclusive" in summary["answer"][1]
+  words = {-0.5: "below 0: worse", 1.5: "above 100%: better"}.get(fraction)
+  assert all((words in a) if words else ("whole interval" not in a) for a in summary["answer"])
 
 
 def test_fieller_interval_has_its_coverage_and_refuses_a_ratio_over_nothing():

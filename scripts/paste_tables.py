@@ -38,6 +38,12 @@ def _pilot_verdicts() -> str:
   return "\n".join(f"- {s}" for s in summary["verdicts"])
 
 
+def _grid_verdicts() -> str:
+  """The committed summary's verdicts that have an interval (one-seed arms say "no interval")."""
+  summary = json.loads((DATA / "negatives_grid_summary.json").read_text())
+  return "\n".join(f"- {s}" for s in summary["verdicts"] if "no interval" not in s)
+
+
 def _mechanism_summary() -> dict:
   return json.loads((DATA / "mechanism_summary.json").read_text())
 
@@ -53,6 +59,7 @@ TABLES = {
     "false-negatives": (EXPERIMENTS, lambda: negatives_figures.fn_table(
         negatives_figures.read_fn_rates(DATA / "false_negatives.jsonl"))),
     "negatives-grid": (EXPERIMENTS, lambda: negatives.means_table(_csv("negatives_grid.csv"))),
+    "negatives-grid-verdicts": (EXPERIMENTS, _grid_verdicts),
     "mechanism-means": (EXPERIMENTS, lambda: mechanism.means_table(_csv("mechanism.csv"))),
     "mechanism-recovered": (EXPERIMENTS, lambda: mechanism.recovered_table(_mechanism_summary())),
     "mechanism-answer": (EXPERIMENTS, lambda: "\n".join(f"- {a}" for a in _mechanism_summary()["answer"])),

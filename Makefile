@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(PY) -m ruff check .
 
-# Default suite (CPU, simulated devices), one worker per core (at most 4). pytest's exit code 5
-# ("no tests collected") counts as success.
-TEST_WORKERS ?= auto --maxprocesses=4
+# Default suite (CPU, simulated devices), one worker per core (at most 4); tests spread one by one, except
+# the modules marked xdist_group, which stay on one worker so their module fixtures are made once.
+# pytest's exit code 5 ("no tests collected") counts as success.
+TEST_WORKERS ?= auto --maxprocesses=4 --dist loadgroup
 test: setup
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) || [ $$? -eq 5 ]
 

@@ -26,11 +26,17 @@ TINY_RUN = ["train.batch_size=32", "train.log_every=5", "train.checkpoint_every=
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-  """A workdir of TINY_RUN trained once per session; its users only read it (api, gradient_bias)."""
+def tiny_run(tmp_path_factory, worker_id):
+  """A workdir of TINY_RUN trained once per test session, not once per pytest-xdist worker (the workers
+  share their base temp folder's parent and take turns on a lock); its users only read it."""
   from basic_core import train  # imported here: most test sessions never train
   from basic_core.configs import get_config
+  from basic_core.workdir_lock import hold
 
-  path = tmp_path_factory.mktemp("tiny_run")
-  train.train(get_config("tiny", TINY_RUN), path)
+  shared = tmp_path_factory.getbasetemp()
+  shared = shared.parent if worker_id != "master" else shared
+  path = shared / "tiny_run"
+  with hold(shared / "tiny_run.lock", wait=True):
+    if not (path / "eval.json").exists():
+      train.train(get_config("tiny", TINY_RUN), path)
   return path

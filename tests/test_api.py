@@ -11,6 +11,9 @@ from PIL import Image
 
 from basic_core import api, data, embed, evaluate, export, predict
 
+# One xdist worker runs this module (make test: --dist loadgroup): the loaded model, made once.
+pytestmark = pytest.mark.xdist_group("api")
+
 LABELS = ["a red circle", "a blue star", "a green square"]
 
 

@@ -6,6 +6,9 @@ from scipy import optimize
 
 from theory import bound, linear_towers, lse_bound
 
+# One xdist worker runs this module (make test: --dist loadgroup): the checks' run, made once.
+pytestmark = pytest.mark.xdist_group("lse_bound")
+
 SMALL_SWEEP = linear_towers.SweepConfig(
   m=512, batch_sizes=(4, 32, 128), seeds=(0, 1), steps=60, n_test=4096, n_sigma=64
 )

@@ -16,6 +16,9 @@ from basic_core import state as state_lib
 from basic_core import step as step_lib
 from basic_core.configs import get_config, microbatching
 
+# One xdist worker runs this module (make test: --dist loadgroup): its two runs, made once.
+pytestmark = pytest.mark.xdist_group("multihost")
+
 ROOT = Path(__file__).resolve().parents[1]
 # FSDP over data x model = all 8 devices: every parameter is split across both processes.
 SETTINGS = ["train.batch_size=16", "train.microbatch_size=8", "train.log_every=1",

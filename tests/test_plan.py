@@ -70,8 +70,10 @@ TINY = ["train.batch_size=128", "train.microbatch_size=32", "data.augment=False"
                                        "model.text.layers=4"]),
     ("tiny", "data=1,model=1", ["train.batch_size=32", "train.microbatch_size=8", "data.augment=False",
                                 "model.remat='none'", "model.image.kind='coatnet'"]),
-    ("tiny", "data=8,model=1", ["train.batch_size=256", "train.microbatch_size=64", "model.remat='full'",
-                                "model.image.kind='coatnet'", "model.image.coatnet.blocks=(2,2,2,2)"]),
+    # CoAtNet on an 8-way data mesh: the costliest compile of the quick cases (about 40 s), so slow
+    pytest.param("tiny", "data=8,model=1", ["train.batch_size=256", "train.microbatch_size=64",
+                                            "model.remat='full'", "model.image.kind='coatnet'",
+                                            "model.image.coatnet.blocks=(2,2,2,2)"], marks=pytest.mark.slow),
     # BASIC-S's towers at 224 pixels in bfloat16, fewer blocks; tensor rules split them 4 ways (33 s)
     pytest.param("basic-s", "data=2,model=4", ["train.batch_size=512", "train.microbatch_size=64",
                                                "model.text.layers=2", "model.image.coatnet.blocks=(1,2,2,1)"],

@@ -12,6 +12,9 @@ import pytest
 from paper_figures import theory_figures
 from theory import bound, check, empirical, linear_towers, montecarlo, sweep, symbolic
 
+# One xdist worker runs this module (make test: --dist loadgroup): the quick check's subprocess, made once.
+pytestmark = pytest.mark.xdist_group("theory")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

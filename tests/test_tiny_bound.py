@@ -13,6 +13,9 @@ from experiments import tiny_bound
 from theory import empirical
 from theory import pac_bayes as pb
 
+# One xdist worker runs this module (make test: --dist loadgroup): the trained workdir, made once.
+pytestmark = pytest.mark.xdist_group("tiny_bound")
+
 # 8 steps of 32 pairs serve all 256 pool pairs; G = 4 gives 64 batches, so every family of bounds runs.
 FEW_STEPS = [
   "train.steps=8",

@@ -17,7 +17,7 @@ import pytest
 from basic_core import checkpoint, data, train
 from basic_core import state as state_lib
 from basic_core.configs import ConfigError, get_config
-from basic_core.workdir_lock import WorkdirLocked
+from basic_core.workdir_lock import WorkdirLocked, hold_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small, quick variant of `tiny` for tests that only check plumbing.
@@ -75,11 +75,9 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   proc = _cli(interrupted)
   metrics = interrupted / "metrics.jsonl"
   deadline = time.time() + 120
-  while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-    time.sleep(0.2)
-  with pytest.raises(WorkdirLocked, match=f"pid {proc.pid}"):  # one writer per workdir
-    train.train(get_config("tiny", QUICK + ["train.steps=40"]), interrupted)
-  proc.send_signal(signal.SIGTERM)
+  while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)  # at once: the run must still be training (steps 5 to 40 are left)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 128 + signal.SIGTERM, err
   stopped_at = checkpoint.Checkpointer(interrupted, 5).latest_step()
@@ -102,18 +100,21 @@ def test_a_resumed_run_drops_the_records_it_will_redo(tmp_path):
     ("model.text.heads=3", "not divisible by heads"),
     ("train.microbatch_size=24", "not divisible by train.microbatch_size"),
 ])
-def test_bad_config_is_one_clear_message(tmp_path, override, message):
-  proc = _cli(tmp_path, override, steps=5)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 2
+def test_bad_config_is_one_clear_message(tmp_path, override, message, capsys):
+  argv = ["--config", "tiny", "--workdir", str(tmp_path), "--steps", "5"]
+  assert train.main(argv + [f"--set={s}" for s in QUICK + [override]]) == 2
+  err = capsys.readouterr().err
   assert message in err and "Traceback" not in err, err
 
 
 def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
+  """A workdir of another config is refused, and so is one another trainer holds (one writer)."""
   train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path)
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   with pytest.raises(checkpoint.CheckpointError, match="another config.*model.embed_dim"):
     train.train(get_config("tiny", QUICK + ["train.steps=5", "model.embed_dim=32"]), tmp_path)
+  with hold_workdir(tmp_path), pytest.raises(WorkdirLocked, match=f"pid {os.getpid()}"):
+    train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 

@@ -55,11 +55,12 @@ def test_tiny_learns_and_beats_chance(tmp_path):
 
 
 def test_metrics_schema_and_short_run(tmp_path):
-  config = get_config("tiny", QUICK + ["train.steps=10"])
+  """Records every log_every steps and at the last; 5 steps, as the other quick runs (one compiled step)."""
+  config = get_config("tiny", QUICK + ["train.steps=5", "train.log_every=2"])
   results = train.train(config, tmp_path)
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   step_records = [r for r in records if "lr" in r]
-  assert [r["step"] for r in step_records] == [5, 10]
+  assert [r["step"] for r in step_records] == [2, 4, 5]
   for key in ("step", "loss", "logit_scale", "lr", "grad_norm", "samples_per_s", "contrastive_batch_size"):
     assert key in step_records[0], key
   assert step_records[0]["contrastive_batch_size"] == 32

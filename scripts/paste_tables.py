@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from basic_core.perf import compare  # noqa: E402
 from experiments import mechanism, negatives  # noqa: E402
-from paper_figures import negatives_figures  # noqa: E402
+from paper_figures import negatives_figures, towers_figure  # noqa: E402
 
 DATA = ROOT / "paper_figures" / "data"
 EXPERIMENTS = "experiments/README.md"
@@ -42,6 +42,15 @@ def _grid_verdicts() -> str:
   """The committed summary's verdicts that have an interval (one-seed arms say "no interval")."""
   summary = json.loads((DATA / "negatives_grid_summary.json").read_text())
   return "\n".join(f"- {s}" for s in summary["verdicts"] if "no interval" not in s)
+
+
+def _towers() -> str:
+  """The (G, m) grid's cells so far, then the tables theory/README.md section 10 reads."""
+  df = _csv("towers_grid.csv")
+  seeds = df.groupby(["estimator", "group_size"]).seed.nunique()
+  head = f"{len(df)} cells; seeds per estimator and G: " + ", ".join(
+      f"{e} G = {g}: {n}" for (e, g), n in seeds.items())
+  return head + "\n\n" + towers_figure.tables(df)
 
 
 def _mechanism_summary() -> dict:
@@ -63,6 +72,7 @@ TABLES = {
     "mechanism-means": (EXPERIMENTS, lambda: mechanism.means_table(_csv("mechanism.csv"))),
     "mechanism-recovered": (EXPERIMENTS, lambda: mechanism.recovered_table(_mechanism_summary())),
     "mechanism-answer": (EXPERIMENTS, lambda: "\n".join(f"- {a}" for a in _mechanism_summary()["answer"])),
+    "towers-grid": ("theory/README.md", _towers),
     "openclip": ("basic_core/perf/README.md", _openclip),
 }
 

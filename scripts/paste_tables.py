@@ -39,9 +39,12 @@ def _pilot_verdicts() -> str:
 
 
 def _grid_verdicts() -> str:
-  """The committed summary's verdicts that have an interval (one-seed arms say "no interval")."""
+  """The committed summary's verdicts that have an interval (one-seed arms say "no interval"), then its
+  finding per arm that could be tested."""
   summary = json.loads((DATA / "negatives_grid_summary.json").read_text())
-  return "\n".join(f"- {s}" for s in summary["verdicts"] if "no interval" not in s)
+  verdicts = [f"- {s}" for s in summary["verdicts"] if "no interval" not in s]
+  findings = [f"- **{arm}**: {s}" for arm, s in summary["findings"].items() if not s.startswith("not testable")]
+  return "\n".join(verdicts + ["", "The candidate finding, per arm (`experiments/negatives.py`):", ""] + findings)
 
 
 def _towers() -> str:

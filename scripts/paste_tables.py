@@ -43,8 +43,10 @@ def _grid_verdicts() -> str:
   finding per arm that could be tested."""
   summary = json.loads((DATA / "negatives_grid_summary.json").read_text())
   verdicts = [f"- {s}" for s in summary["verdicts"] if "no interval" not in s]
-  findings = [f"- **{arm}**: {s}" for arm, s in summary["findings"].items() if not s.startswith("not testable")]
-  return "\n".join(verdicts + ["", "The candidate finding, per arm (`experiments/negatives.py`):", ""] + findings)
+  findings = [f"- **{arm}**: {s}" for arm, s in summary["findings"].items()
+              if not s.startswith("not testable")]
+  heading = "The candidate finding, per arm (`experiments/negatives.py`):"
+  return "\n".join(verdicts + ["", heading, ""] + findings)
 
 
 def _towers() -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store  # orbax is pinned (pyproject.toml)
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 from basic_core.configs.base import base_config
 
@@ -78,10 +80,27 @@ def _comparable(flat: dict) -> dict:
   return flat
 
 
+def _whole_replicas_on_cpu() -> None:
+  """On CPU, write each replicated array from one replica instead of one slice per replica.
+
+  Orbax's replica-parallel saving lets the hosts of a pod each write a part of a replicated array; it is
+  on by default except on GPU. In one process on simulated CPU devices it only cuts every array into
+  one device slice per replica (about 900 slices per save of `tiny` on 8 devices: 7 s of a 28 s run,
+  most of it compiling the slices). Either way the same arrays are restored; other platforms keep
+  orbax's default.
+  """
+  if jax.default_backend() == "cpu":
+    handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                             array_metadata_store=array_metadata_store.Store())
+    type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(jax.Array, handler, override=True,
+                                                           ignore_warnings=True)
+
+
 class Checkpointer:
   """Save / restore `(state pytree, json meta)` under DIR/checkpoints/<step>."""
 
   def __init__(self, workdir: Path, keep: int):
+    _whole_replicas_on_cpu()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False)
     self.directory = Path(workdir).absolute() / "checkpoints"

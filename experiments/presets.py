@@ -62,6 +62,13 @@ class Sweep:
   margins: tuple[tuple[str, float], ...] = ()  # (metric, equivalence margin per doubling, metric's unit)
   iso_fit_level: float = 0.5  # primary matched-fit level: this fraction of the fit range all runs share
 
+  @classmethod
+  def from_dict(cls, saved: dict) -> Sweep:
+    """The inverse of `dataclasses.asdict` (a sweep's `sweep.json`): lists back to tuples, parts to Sweeps."""
+    tuples = lambda v: tuple(tuples(x) for x in v) if isinstance(v, list) else v
+    values = {k: tuples(v) for k, v in saved.items()}
+    return cls(**values | dict(parts=tuple(cls.from_dict(p) for p in saved.get("parts", ()))))
+
   def __post_init__(self):
     if self.budget not in ("samples", "steps"):
       raise ValueError(f"budget must be 'samples' or 'steps', got {self.budget!r}")

@@ -164,13 +164,14 @@ def _record_failure(workdir: Path, error: Exception) -> str:
 
 def status(out: Path) -> list[tuple[str, str, str]]:
   """(run id, state, detail) for every run of the sweep last started in OUT, read from OUT alone."""
-  saved = json.loads((out / "sweep.json").read_text())
-  sweep = Sweep(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+  sweep = Sweep.from_dict(json.loads((out / "sweep.json").read_text()))
   rows = []
   for run in runner.plan_runs(sweep):
     workdir = out / "runs" / run.run_id
     step, steps = _checkpoint_step(workdir), run.config().train.steps
-    task, failed = holder(_running_path(workdir)), _failed_path(workdir)
+    # A Ray task holds <id>.running; a local run (or any trainer) holds the workdir's own lock.
+    task = holder(_running_path(workdir)) or (holder(workdir / ".lock") if workdir.is_dir() else None)
+    failed = _failed_path(workdir)
     if runner.is_finished(workdir):
       rows.append((run.run_id, "done", ""))
     elif task is not None:

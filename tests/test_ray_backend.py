@@ -24,7 +24,7 @@ from test_experiments import ROOT, _sweep_cmd
 from basic_core.workdir_lock import hold, holder
 from experiments import ray_backend
 from experiments.batch_size_sweep import main
-from experiments.presets import PRESETS
+from experiments.presets import PRESETS, Sweep
 from experiments.runner import plan_runs
 
 ENV = {**os.environ, "XLA_FLAGS": ""}  # one device, as a sweep's trainers run outside the tests
@@ -39,8 +39,9 @@ def test_ray_backend_without_ray_says_how_to_install_in_one_line(tmp_path, capsy
 
 
 def test_status_reads_the_output_folder_and_starts_nothing(tmp_path, capsys):
-  """done (eval.json), running (a live task holds the run's lock), failed (the driver's record), pending;
-  a lock file left by a killed task is not held, so that run reads pending, with its checkpoint."""
+  """done (eval.json), running (a live task holds the run's lock, or a local trainer its workdir's), failed
+  (the driver's record), pending; a lock file left by a killed task is not held, so that run reads pending,
+  with its checkpoint."""
   sweep = dataclasses.replace(PRESETS["smoke"], seeds=(0, 1))
   (tmp_path / "sweep.json").write_text(json.dumps(dataclasses.asdict(sweep)))
   ids = [r.run_id for r in plan_runs(sweep)]
@@ -52,15 +53,23 @@ def test_status_reads_the_output_folder_and_starts_nothing(tmp_path, capsys):
   for d in dirs[3:5]:
     (d / "checkpoints" / "16").mkdir(parents=True)
   (dirs[4].parent / f"{ids[4]}.running").write_text("host gone, pid 1\n")  # its task was killed
-  with hold(dirs[1].parent / f"{ids[1]}.running", wait=True):
+  with hold(dirs[1].parent / f"{ids[1]}.running", wait=True), hold(dirs[5] / ".lock", wait=True):
     before = sorted(tmp_path.rglob("*"))
     assert main(["--out", str(tmp_path), "--status"]) == 0
     assert sorted(tmp_path.rglob("*")) == before
   lines = capsys.readouterr().out.strip().splitlines()
   states = dict(line.split()[:2] for line in lines[:-1])
-  assert [states[rid] for rid in ids] == ["done", "running", "failed", "pending", "pending", "pending"]
+  assert [states[rid] for rid in ids] == ["done", "running", "failed", "pending", "pending", "running"]
   assert f"pid {os.getpid()}" in lines[1] and "boom" in lines[2] and "resumes from step 16/" in lines[4]
-  assert lines[-1] == "1 done, 1 running, 1 failed, 3 pending"
+  assert f"pid {os.getpid()}" in lines[5]
+  assert lines[-1] == "1 done, 2 running, 1 failed, 2 pending"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_saved_sweep_reads_back_as_itself(name):
+  """sweep.json (`dataclasses.asdict`) -> `Sweep.from_dict`: the same sweep, parts and margins included."""
+  saved = json.loads(json.dumps(dataclasses.asdict(PRESETS[name])))
+  assert Sweep.from_dict(saved) == PRESETS[name]
 
 
 def _status_counts(out: Path) -> dict[str, int]:

@@ -27,10 +27,11 @@ lint: setup
 
 # Default suite (CPU, simulated devices), one worker per core (at most 4); tests spread one by one, except
 # the modules marked xdist_group, which stay on one worker so their module fixtures are made once.
-# pytest's exit code 5 ("no tests collected") counts as success.
+# pytest's exit code 5 ("no tests collected") counts as success. The 15 slowest tests are listed at the
+# end, so every CI log says where the time goes.
 TEST_WORKERS ?= auto --maxprocesses=4 --dist loadgroup
 test: setup
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --durations=15 || [ $$? -eq 5 ]
 
 test-all: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS)

@@ -140,7 +140,9 @@ def task_arm(df: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 def _tasks_panel(ax, df: pd.DataFrame) -> None:
   name, runs = task_arm(df)
   world = runs["world"].iloc[0]
-  tasks = [c for c in stats.zeroshot_columns(runs) if "@" not in c and "mean" not in c]
+  # The arm's own world's tasks: a results table of two worlds has the other's columns empty here.
+  tasks = [c for c in stats.zeroshot_columns(runs)
+           if "@" not in c and "mean" not in c and runs[c].notna().any()]
   palette = sns.color_palette("Set2", len(tasks))
   for i, (column, colour) in enumerate(zip(tasks, palette)):
     task = column[len("zeroshot_"):-len("_top1")]

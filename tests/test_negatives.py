@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,6 +158,19 @@ def test_figures_are_drawn_from_results_probes_summary_and_rates(tmp_path, capsy
           str(tmp_path / "cli")]
   assert cli.run(negatives_figures.main, argv) == 2
   assert "argument --summary" in capsys.readouterr().err  # a CSV is no summary.json: one line, its argument
+
+
+def test_a_table_of_two_worlds_draws_each_arms_own_tasks(tmp_path):
+  """The grid's results hold both worlds: a task only the scenes world has is empty in the objects arms, so
+  the per-task panel (drawn for the objects arm) leaves it out instead of failing on an empty column."""
+  scenes = synthetic(arms=(dict(world="scenes", data_mode="fresh", num_train=8192, temperature=0.07),))
+  df = pd.concat([synthetic(arms=ARMS[:1]), scenes.assign(zeroshot_colour_top1=0.4)], ignore_index=True)
+  assert negatives_figures.outcomes_figure(df, None, tmp_path / "outcomes.png").stat().st_size > 10_000
+  fig, ax = plt.subplots()
+  negatives_figures._tasks_panel(ax, negatives_figures.stats.add_means(negatives_figures.with_world(df)))
+  labels = [t.get_text().split(" ")[0] for t in ax.get_legend().get_texts()]
+  plt.close(fig)
+  assert sorted(labels) == ["count", "shape"], labels
 
 
 def test_the_old_pilot_still_draws_with_its_bounds(tmp_path):

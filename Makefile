@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-all tiny sweep grid grid-results mechanism mechanism-results mechanism-gradients figures summaries fn-rates notebooks \
+.PHONY: setup lint test test-all tiny sweep grid grid-results mechanism mechanism-results mechanism-gradients mechanism-geometry figures summaries fn-rates notebooks \
 	strip-notebooks theory bench bench-gpu plan-check gpu-wheels clean
 
 setup: $(STAMP)
@@ -91,17 +91,26 @@ mechanism-results: setup
 	    --summary paper_figures/data/mechanism_summary.json --out paper_figures/figures
 	$(PY) scripts/paste_tables.py
 
+# each_run(FILE, COMMAND): COMMAND, with $$r a run's folder, for every finished mechanism run that kept its
+# checkpoints and is not yet in the JSON rows of FILE (plain runs that the grid ran are in its folder).
+each_run = touch $(1); for r in $(MECH_DIR)/runs/*/ $(GRID_DIR)/runs/*/; do \
+	  [ -f $$r/eval.json ] && [ -d $$r/checkpoints ] || continue; \
+	  grep -q "^$$(basename $$r)," $(MECH_DIR)/results.csv || continue; \
+	  grep -q "\"run\": \"$$(basename $$r)\"" $(1) && continue; $(2) || exit 1; done
+
 # The gradient bias at each finished mechanism run's final weights, one JSON row per run and G
-# (experiments/gradient_bias.py; about 50 s of a core per run; runs already measured are skipped; plain runs
-# that the grid ran have their checkpoints in its folder).
+# (experiments/gradient_bias.py; about 50 s of a core per run).
 MECH_GRADIENTS := paper_figures/data/mechanism_gradient_bias.jsonl
 mechanism-gradients: setup
-	touch $(MECH_GRADIENTS)
-	for r in $(MECH_DIR)/runs/*/ $(GRID_DIR)/runs/*/; do [ -f $$r/eval.json ] && [ -d $$r/checkpoints ] || continue; \
-	  grep -q "^$$(basename $$r)," $(MECH_DIR)/results.csv || continue; \
-	  grep -q "\"run\": \"$$(basename $$r)\"" $(MECH_GRADIENTS) && continue; \
-	  OPENBLAS_NUM_THREADS=1 $(PY) -m experiments.gradient_bias --workdir $$r --pairs 4096 --anchors 128 \
-	    --replicates 5 --out $(MECH_GRADIENTS) || exit 1; done
+	$(call each_run,$(MECH_GRADIENTS),OPENBLAS_NUM_THREADS=1 $(PY) -m experiments.gradient_bias --workdir $$r \
+	  --pairs 4096 --anchors 128 --replicates 5 --out $(MECH_GRADIENTS))
+
+# How each finished mechanism run spreads its held-out embeddings (effective rank, alignment, uniformity;
+# experiments/embedding_geometry.py, about 10 s a run): why the queue arm's loss stays near log 1,024.
+MECH_GEOMETRY := paper_figures/data/mechanism_geometry.jsonl
+mechanism-geometry: setup
+	$(call each_run,$(MECH_GEOMETRY),$(PY) -m experiments.embedding_geometry --workdir $$r --pairs 2048 \
+	  --out $(MECH_GEOMETRY))
 
 tiny: setup
 	$(PY) -m basic_core.train --config tiny --workdir runs/tiny

@@ -252,14 +252,23 @@ def first_order_fit(rows: list[dict]) -> dict[str, dict]:
   a is its limit in G, 1 where alpha is the first order, and b the second order. The ratio compares
   lengths and the projection <G bias, alpha> / |alpha|^2 directions: both at 1 means G bias -> alpha
   (|G bias| = |alpha| = <G bias, alpha> / |alpha|). A row's standard error is its interval's
-  half-width over the t quantile the interval was built with."""
+  half-width over the t quantile the interval was built with. Rows whose interval has no width (a
+  degenerate model, e.g. embeddings collapsed onto a line, where every replicate agrees) carry no weight
+  the fit can use and are left out; with fewer than two rows left the fit is NaN."""
   t = stats.t.ppf(0.5 + rows[0]["level"] / 2, rows[0]["replicates"] - 1)
   inv_g = np.array([1 / r["group_size"] for r in rows])
   out = {}
   for name, key, ci in (("ratio", "ratio_measured_predicted", "ratio_ci"),
                         ("projection", "projection", "projection_ci")):
     se = np.array([(r[ci][1] - r[ci][0]) / (2 * t) for r in rows])
-    out[name] = line_fit(inv_g, np.array([r[key] for r in rows]), se, rows[0]["level"])
+    y = np.array([r[key] for r in rows])
+    keep = np.isfinite(y) & np.isfinite(se) & (se > 0)
+    if keep.sum() < 2:
+      nan2 = (np.nan, np.nan)
+      out[name] = dict(intercept=np.nan, intercept_ci=nan2, slope=np.nan, slope_ci=nan2,
+                       chi2_reduced=np.nan, n=int(keep.sum()))
+      continue
+    out[name] = line_fit(inv_g[keep], y[keep], se[keep], rows[0]["level"])
   return out
 
 

@@ -182,6 +182,23 @@ def means_table(results: pd.DataFrame) -> str:
   return "\n".join(lines)
 
 
+GEOMETRY = ("image_effective_rank", "text_effective_rank", "positive_cosine", "negative_cosine",
+            "negative_cosine_sd", "i2t_r1")
+
+
+def geometry_table(results: pd.DataFrame, rows: pd.DataFrame) -> str:
+  """Markdown: per arm and G, the mean over seeds and the range of the held-out embeddings' geometry
+  (`rows`: experiments/embedding_geometry.py's JSON rows, the newest step of each run)."""
+  newest = rows.sort_values("step").groupby("run").tail(1)
+  df = results.merge(newest, left_on="run_id", right_on="run", suffixes=("", "_geometry"))
+  lines = ["| arm | G | Q | runs | " + " | ".join(GEOMETRY) + " |", "|---" * (4 + len(GEOMETRY)) + "|"]
+  for (estimator, mode, g), runs in df.groupby(["estimator", "data_mode", "group_size"], sort=True):
+    cells = [f"{runs[c].mean():.3f} ({runs[c].min():.3f} to {runs[c].max():.3f})" for c in GEOMETRY]
+    lines.append(f"| {arm_name(estimator, mode)} | {int(g)} | {int(runs.queue_size.max())} | {len(runs)} | "
+                 + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def recovered_table(summary: dict) -> str:
   """Markdown: every recovered fraction with its interval."""
   lines = ["| estimator | data | G | outcome | seeds | recovered | 95% CI | conclusive |", "|---" * 8 + "|"]

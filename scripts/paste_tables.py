@@ -77,6 +77,8 @@ TABLES = {
     "mechanism-means": (EXPERIMENTS, lambda: mechanism.means_table(_csv("mechanism.csv"))),
     "mechanism-recovered": (EXPERIMENTS, lambda: mechanism.recovered_table(_mechanism_summary())),
     "mechanism-answer": (EXPERIMENTS, lambda: "\n".join(f"- {a}" for a in _mechanism_summary()["answer"])),
+    "mechanism-geometry": (EXPERIMENTS, lambda: mechanism.geometry_table(
+        _csv("mechanism.csv"), pd.read_json(DATA / "mechanism_geometry.jsonl", lines=True))),
     "towers-grid": ("theory/README.md", _towers),
     "openclip": ("basic_core/perf/README.md", _openclip),
 }

@@ -109,6 +109,20 @@ def test_measured_bias_goes_to_the_first_order_and_a_planted_constant_does_not()
     assert not fit["intercept_ci"][0] <= 1 <= fit["intercept_ci"][1], fit
 
 
+def test_first_order_fit_leaves_out_rows_whose_interval_has_no_width():
+  """A collapsed model's replicates can all agree (interval [x, x]): such rows carry no usable weight; the
+  fit uses the others, and is NaN when fewer than two remain (it used to stop the command)."""
+  row = lambda g, value, half: dict(group_size=g, level=0.95, replicates=5,  # noqa: E731
+                                    ratio_measured_predicted=value, ratio_ci=[value - half, value + half],
+                                    projection=value, projection_ci=[value - half, value + half])
+  rows = [row(4, 1.2, 0.0), row(16, 1.0 + 0.5 / 16, 0.01), row(64, 1.0 + 0.5 / 64, 0.01),
+          row(256, 1.0 + 0.5 / 256, 0.01)]
+  fit = gb.first_order_fit(rows)["ratio"]
+  assert fit["n"] == 3 and fit["intercept"] == pytest.approx(1.0) and fit["slope"] == pytest.approx(0.5)
+  degenerate = gb.first_order_fit([row(4, 0.0, 0.0), row(16, 0.0, 0.0), row(64, 0.5, 0.1)])
+  assert all(np.isnan(f["intercept"]) and f["n"] == 1 for f in degenerate.values())
+
+
 def test_the_command_on_a_trained_workdir(tiny_run, tmp_path, capsys):
   out = tmp_path / "bias.jsonl"
   argv = ["--workdir", str(tiny_run), "--pairs", "256", "--anchors", "16", "--groups", "4,16,64",

@@ -295,6 +295,11 @@ def hostile_commands(t) -> dict:
           (["--workdir", f"{t}/empty"], "--workdir"),
           (["--workdir", f"{t}/empty", "--groups", "0,abc"], "--groups"),
       ],
+      "experiments.embedding_geometry": [
+          (["--workdir", f"{t}/absent"], "--workdir"),
+          (["--workdir", f"{t}/empty"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--pairs", "1"], "--pairs"),
+      ],
       "paper_figures.sweep_figures": [
           (["--results", f"{t}/absent.csv", "--out", f"{t}/fig"], "--results"),
           (["--results", f"{t}/empty.csv", "--out", f"{t}/fig"], "--results"),

@@ -96,6 +96,17 @@ def test_gradient_bias_is_read_at_each_runs_own_g_and_newest_step():
   assert all(j["metric"] not in mechanism.GRADIENT for j in summary["judged"])
 
 
+def test_geometry_table_reads_each_runs_newest_step_and_averages_per_arm():
+  df = planted(0.5, seeds=3, noise=0.01)
+  geometry = {c: 0.0 for c in mechanism.GEOMETRY}
+  rows = pd.DataFrame([dict(geometry, run=r, step=step, image_effective_rank=step + seed)
+                       for r, seed in zip(df.run_id, df.seed) for step in (270, 300)])
+  lines = mechanism.geometry_table(df, rows).splitlines()
+  assert len(lines) == 2 + 8  # plain at 5 G, sogclr at 3
+  sogclr_16 = next(line for line in lines if line.startswith("| sogclr, pool | 16 |"))
+  assert "| 3 | 301.000 (300.000 to 302.000) |" in sogclr_16  # seeds 0-2 at their step 300
+
+
 def test_cli_writes_the_summary_and_prints_the_answer(tmp_path, capsys):
   path = tmp_path / "mechanism.csv"
   planted(0.5, seeds=4, noise=0.01).to_csv(path, index=False)

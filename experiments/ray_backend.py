@@ -169,8 +169,11 @@ def status(out: Path) -> list[tuple[str, str, str]]:
   for run in runner.plan_runs(sweep):
     workdir = out / "runs" / run.run_id
     step, steps = _checkpoint_step(workdir), run.config().train.steps
-    # A Ray task holds <id>.running; a local run (or any trainer) holds the workdir's own lock.
-    task = holder(_running_path(workdir)) or (holder(workdir / ".lock") if workdir.is_dir() else None)
+    # A Ray task holds <id>.running; a local run (or any trainer) holds the workdir's own lock. A holder
+    # that has not written yet reads "" (held), not None.
+    task = holder(_running_path(workdir))
+    if task is None and workdir.is_dir():
+      task = holder(workdir / ".lock")
     failed = _failed_path(workdir)
     if runner.is_finished(workdir):
       rows.append((run.run_id, "done", ""))

@@ -73,7 +73,8 @@ grid-results: setup
 	$(PY) scripts/paste_tables.py
 
 # The mechanism experiment (issue 28; experiments/README.md): its plain runs are the grid's (same ids), so
-# both restore from both record folders; its finished plain runs are recorded as the grid's.
+# both restore from both record folders; its finished plain runs of the grid's seeds (0-4) are recorded as the
+# grid's, those of its extra seeds (5-14) as its own.
 MECH_DIR ?= runs/sweep-mechanism
 MECH_RECORDS := paper_figures/data/mechanism_runs
 mechanism: setup
@@ -81,7 +82,7 @@ mechanism: setup
 	$(PY) -m experiments.batch_size_sweep --preset mechanism --out $(MECH_DIR) --jobs $(GRID_JOBS) --quiet
 
 mechanism-results: setup
-	$(call record,$(MECH_DIR),$(MECH_RECORDS),*-sogclr-*|*-queue[0-9]*,$(GRID_RECORDS))
+	$(call record,$(MECH_DIR),$(MECH_RECORDS),*-sogclr-*|*-queue[0-9]*|*-s[5-9]-*|*-s1[0-4]-*,$(GRID_RECORDS))
 	$(call restore,$(MECH_DIR),$(GRID_RECORDS) $(MECH_RECORDS))
 	$(PY) -m experiments.batch_size_sweep --preset mechanism --out $(MECH_DIR) --collect
 	cp $(MECH_DIR)/results.csv paper_figures/data/mechanism.csv

@@ -184,16 +184,19 @@ def means_table(results: pd.DataFrame) -> str:
 
 GEOMETRY = ("image_effective_rank", "text_effective_rank", "positive_cosine", "negative_cosine",
             "negative_cosine_sd", "i2t_r1")
+QUEUE_GEOMETRY = ("negative_cosine", "queue_negative_cosine", "queue_minus_current_lme")  # queue runs only
 
 
-def geometry_table(results: pd.DataFrame, rows: pd.DataFrame) -> str:
+def geometry_table(results: pd.DataFrame, rows: pd.DataFrame, columns: tuple[str, ...] = GEOMETRY) -> str:
   """Markdown: per arm and G, the mean over seeds and the range of the held-out embeddings' geometry
-  (`rows`: experiments/embedding_geometry.py's JSON rows, the newest step of each run)."""
+  (`rows`: experiments/embedding_geometry.py's JSON rows, the newest step of each run); only the arms
+  whose runs have every one of `columns`."""
   newest = rows.sort_values("step").groupby("run").tail(1)
   df = results.merge(newest, left_on="run_id", right_on="run", suffixes=("", "_geometry"))
-  lines = ["| arm | G | Q | runs | " + " | ".join(GEOMETRY) + " |", "|---" * (4 + len(GEOMETRY)) + "|"]
+  df = df[df.reindex(columns=list(columns)).notna().all(axis=1)]
+  lines = ["| arm | G | Q | runs | " + " | ".join(columns) + " |", "|---" * (4 + len(columns)) + "|"]
   for (estimator, mode, g), runs in df.groupby(["estimator", "data_mode", "group_size"], sort=True):
-    cells = [f"{runs[c].mean():.3f} ({runs[c].min():.3f} to {runs[c].max():.3f})" for c in GEOMETRY]
+    cells = [f"{runs[c].mean():.3f} ({runs[c].min():.3f} to {runs[c].max():.3f})" for c in columns]
     lines.append(f"| {arm_name(estimator, mode)} | {int(g)} | {int(runs.queue_size.max())} | {len(runs)} | "
                  + " | ".join(cells) + " |")
   return "\n".join(lines)

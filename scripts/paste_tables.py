@@ -79,6 +79,9 @@ TABLES = {
     "mechanism-answer": (EXPERIMENTS, lambda: "\n".join(f"- {a}" for a in _mechanism_summary()["answer"])),
     "mechanism-geometry": (EXPERIMENTS, lambda: mechanism.geometry_table(
         _csv("mechanism.csv"), pd.read_json(DATA / "mechanism_geometry.jsonl", lines=True))),
+    "mechanism-queue": (EXPERIMENTS, lambda: mechanism.geometry_table(
+        _csv("mechanism.csv"), pd.read_json(DATA / "mechanism_geometry.jsonl", lines=True),
+        mechanism.QUEUE_GEOMETRY)),
     "towers-grid": ("theory/README.md", _towers),
     "openclip": ("basic_core/perf/README.md", _openclip),
 }

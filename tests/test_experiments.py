@@ -144,12 +144,16 @@ def test_negatives_smoke_end_to_end(tmp_path):
 
 
 def test_mechanism_shares_the_grids_plain_runs_and_adds_the_estimators():
-  """The mechanism preset: its 50 plain runs are the testbed grid's (same configs, same ids); SogCLR at
-  G in {4, 16, 64} on the pool, a queue with G + Q = 1,024 on fresh pairs; the estimator in the results."""
+  """The mechanism preset: its 50 plain runs of seeds 0-4 are the testbed grid's (same configs, same ids);
+  SogCLR at G in {4, 16, 64} on the pool, a queue with G + Q = 1,024 on fresh pairs; seeds 5-14 only for
+  SogCLR vs plain at G = 16 and plain at 1,024 on the pool; the estimator in the results."""
   runs = plan_runs(PRESETS["mechanism"])
   grid = {r.run_id for r in plan_runs(PRESETS["negatives"])}
-  plain = [r for r in runs if r.estimator == "plain"]
-  assert len(runs) == 80 and len(plain) == 50 and all(r.run_id in grid for r in plain)
+  plain = [r for r in runs if r.estimator == "plain" and r.seed < 5]
+  assert len(runs) == 110 and len(plain) == 50 and all(r.run_id in grid for r in plain)
+  more = {(r.estimator, r.data_mode, r.group_size) for r in runs if r.seed >= 5}
+  assert more == {("plain", "pool", 16), ("plain", "pool", 1024), ("sogclr", "pool", 16)}
+  assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # every arm of a seed before the next seed
   debiased = {(r.estimator, r.data_mode, r.group_size, r.queue_size) for r in runs if r.estimator != "plain"}
   assert debiased == {("sogclr", "pool", g, 0) for g in (4, 16, 64)} | {
       ("queue", "fresh", g, 1024 - g) for g in (4, 16, 64)}

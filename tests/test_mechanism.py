@@ -105,6 +105,11 @@ def test_geometry_table_reads_each_runs_newest_step_and_averages_per_arm():
   assert len(lines) == 2 + 8  # plain at 5 G, sogclr at 3
   sogclr_16 = next(line for line in lines if line.startswith("| sogclr, pool | 16 |"))
   assert "| 3 | 301.000 (300.000 to 302.000) |" in sogclr_16  # seeds 0-2 at their step 300
+  queued = df.estimator == "sogclr"  # as if only these runs had a queue's numbers
+  rows = rows.assign(**{c: np.where(rows.run.isin(df.run_id[queued]), 0.25, np.nan)
+                        for c in mechanism.QUEUE_GEOMETRY if c != "negative_cosine"})
+  lines = mechanism.geometry_table(df, rows, mechanism.QUEUE_GEOMETRY).splitlines()
+  assert len(lines) == 2 + 3 and all(line.startswith("| sogclr, pool |") for line in lines[2:])
 
 
 def test_cli_writes_the_summary_and_prints_the_answer(tmp_path, capsys):

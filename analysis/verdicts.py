@@ -70,13 +70,14 @@ def judge(estimates: list[dict], margins: dict[str, float], unit: str = "per dou
   Holm-adjusted p-values to each slope estimate of one summary (one family). `margins[metric]` is the
   equivalence margin declared for that metric, in its own unit per doubling; a metric without one is
   never called equivalent. An estimate may carry its own `unit` and `words` (what a positive and a
-  negative estimate are called; default "grows", "shrinks"): a difference between arms, for example."""
+  negative estimate are called; default "grows", "shrinks"): a difference between arms, for example; and
+  its own `margin` (None: never called equivalent), which then replaces `margins[metric]`."""
   tests = []  # (estimate index, kind, p)
   for i, e in enumerate(estimates):
     if e["seeds"] < 2 or not np.isfinite(e["se"]):
       continue
     tests.append((i, "direction", e["p_value"]))
-    margin = margins.get(e["metric"])
+    margin = _margin(e, margins)
     if margin is not None and e["seeds"] >= MIN_SEEDS_EQUIVALENCE:
       tests.append((i, "equivalence", equivalence_p(e["slope"], e["se"], e["dof"], margin)))
   adjusted = holm([p for _, _, p in tests])
@@ -86,8 +87,12 @@ def judge(estimates: list[dict], margins: dict[str, float], unit: str = "per dou
   for (i, kind, _), p in zip(tests, adjusted):
     out[i][f"p_{kind}_holm"] = p
   for e in out:
-    e["claim"], e["verdict"] = _sentence(e, margins.get(e["metric"]), e.get("unit", unit), family)
+    e["claim"], e["verdict"] = _sentence(e, _margin(e, margins), e.get("unit", unit), family)
   return out
+
+
+def _margin(estimate: dict, margins: dict[str, float]) -> float | None:
+  return estimate["margin"] if "margin" in estimate else margins.get(estimate["metric"])
 
 
 def _sentence(e: dict, margin: float | None, unit: str, family: int) -> tuple[str, str]:

@@ -113,7 +113,8 @@ def differences(df: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict]:
         x, y = paired(by_seed(df, estimator, mode, g, metric), by_seed(df, "plain", mode, ref, metric))
         out.append(dict(difference(x, y), metric=metric, arm=f"{estimator} G={g} vs plain G={ref} ({mode})",
                         estimator=estimator, data_mode=mode, group_size=g, reference_group_size=ref,
-                        unit=f"({estimator} G={g} minus plain G={ref})", words=("higher", "lower")))
+                        unit=f"({estimator} G={g} minus plain G={ref})", words=("higher", "lower"),
+                        margin=None))  # the preset's margins are per doubling of G: slopes only
   return out
 
 

@@ -80,6 +80,13 @@ def test_differences_and_slopes_are_one_holm_family_with_their_words():
   assert vs_large["claim"] == "none"  # fraction 1: no difference from G = 1024 to show
   plain_gap = next(j for j in judged if j["arm"] == "plain, pool" and j["metric"] == "gap_offset_all")
   assert plain_gap["claim"] == "equivalent"
+  # The margin is per doubling of G (slopes): a difference between arms, however tight, is never called
+  # equivalent with it (the planted gaps are equal across arms, the interval well inside +-0.01).
+  tight = mechanism.summarize(planted(1.0, seeds=6, noise=0.001), margins={"gap_offset_all": 0.01})
+  gap_difference = next(j for j in tight["judged"] if j["arm"] == "sogclr G=16 vs plain G=16 (pool)"
+                        and j["metric"] == "gap_offset_all")
+  assert -0.01 < gap_difference["ci_low"] < gap_difference["ci_high"] < 0.01
+  assert gap_difference["claim"] == "none"
 
 
 def test_gradient_bias_is_read_at_each_runs_own_g_and_newest_step():

@@ -77,10 +77,11 @@ def queue_geometry(image_NxD: np.ndarray, text_NxD: np.ndarray, queue_image_QxD:
 
 
 def queued_embeddings(workdir, step: int | None) -> tuple[np.ndarray, np.ndarray] | None:
-  """(images, captions) in the checkpoint's queue (unit rows; filled entries only), or None without one."""
-  estimator = state.restore(workdir, step)[1].state.get("estimator")  # plain runs have none
-  if not isinstance(estimator, dict) or "queue_image" not in estimator:
+  """(images, captions) in the checkpoint's queue (unit rows; filled entries only), or None for a run
+  trained without a queue (its checkpoint is then not read a second time)."""
+  if state.workdir_config(workdir).loss.estimator != "queue":
     return None
+  estimator = state.restore(workdir, step)[1].state["estimator"]
   filled = int(estimator["queue_filled"])
   unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
   return tuple(unit(np.asarray(sharding.to_host(estimator[k]), np.float64)[len(estimator[k]) - filled:])

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from basic_core.perf.xla_flags import DEVICE_FLAG, FAST_COMPILE_FLAGS
+
+# XLA:CPU's code generation is most of the suite's time (hundreds of tiny programs, each run a few steps):
+# every test, and every process a test starts (`xla_flags.child_env`), compiles with FAST_COMPILE. Tests
+# check numbers, not speed; both sides of every comparison compile the same way.
+os.environ.setdefault("XLA_FLAGS", f"{DEVICE_FLAG}=8 {FAST_COMPILE_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")  # for child processes (hostmem.py)
 # Compiled programs shared by the pytest-xdist workers and the trainer / sweep processes the tests start:

@@ -11,7 +11,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from test_accumulate import _batch, _embed, _max_rel_err, _toy_params
 from test_losses import _logsumexp, _unit
-from test_sharding import FAST_COMPILE
 
 from basic_core import accumulate, checkpoint, data, losses, train
 from basic_core import state as state_lib
@@ -76,9 +75,9 @@ def _loss_fn(estimator, group, tile, gamma=0.5, n=N):
 
 @functools.cache
 def _value_and_grads_fn(estimator, group, tile, gamma=0.5):
-  """Jitted ((loss, next state), (d_img, d_txt, d_scale)); compiled fast (XLA:CPU compile time dominates)."""
+  """Jitted ((loss, next state), (d_img, d_txt, d_scale))."""
   fn = jax.value_and_grad(_loss_fn(estimator, group, tile, gamma), argnums=(0, 1, 2), has_aux=True)
-  return jax.jit(fn, compiler_options=FAST_COMPILE)
+  return jax.jit(fn)
 
 
 def _value_and_grads(estimator, group, tile, img, txt, state=None, index=None, gamma=0.5):
@@ -179,9 +178,9 @@ def test_accumulation_equals_naive_with_each_estimator(estimator, group, tile, k
   params, batch, key = _toy_params(jax.random.key(0)), _batch(), jax.random.key(7)
   head_loss, state = _estimator_case(estimator, group, tile, rng)
   (loss_ref, next_ref), grads_ref = jax.jit(lambda p: accumulate.naive_value_and_grad(
-      _embed, head_loss, p, batch, key, has_aux=True), compiler_options=FAST_COMPILE)(params)
+      _embed, head_loss, p, batch, key, has_aux=True))(params)
   (loss, next_state), grads = jax.jit(lambda p: accumulate.accumulated_value_and_grad(
-      _embed, head_loss, p, batch, key, k, has_aux=True), compiler_options=FAST_COMPILE)(params)
+      _embed, head_loss, p, batch, key, k, has_aux=True))(params)
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
   assert _max_rel_err(grads, grads_ref) <= 1e-5
   for got, want in zip(jax.tree.leaves(next_state), jax.tree.leaves(next_ref), strict=True):
@@ -203,7 +202,7 @@ def test_estimators_on_a_data_mesh_equal_one_device(estimator, group, tile, shap
   fn = jax.value_and_grad(lambda i, t, log_scale: head_loss(i, t, dict(log_scale=log_scale)),
                           argnums=(0, 1, 2), has_aux=True)
   args = (img, txt, jnp.log(jnp.float32(SCALE)))
-  (loss_ref, next_ref), grads_ref = jax.jit(fn, compiler_options=FAST_COMPILE)(*args)
+  (loss_ref, next_ref), grads_ref = jax.jit(fn)(*args)
   mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(shape), ("data", "model"),
               axis_types=(AxisType.Auto, AxisType.Auto))
   rows = NamedSharding(mesh, P("data"))
@@ -212,8 +211,7 @@ def test_estimators_on_a_data_mesh_equal_one_device(estimator, group, tile, shap
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return fn(*a)
 
-  (loss, next_state), grads = jax.jit(under_mesh, in_shardings=(rows, rows, None),
-                                      compiler_options=FAST_COMPILE)(*args)
+  (loss, next_state), grads = jax.jit(under_mesh, in_shardings=(rows, rows, None))(*args)
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
   _assert_grads_close(grads, grads_ref, rtol=1e-5)
   assert grads[0].sharding.spec[0] == "data"
@@ -251,7 +249,7 @@ def test_estimator_state_survives_a_kill_and_resume_bit_identically(tmp_path, es
       ckpt.save(s, state, dict(data=pipeline.get_state()))
     batch = next(pipeline)
     assert ("index" in batch) == (estimator == "sogclr")  # a pool's rows carry their pool index
-    step = step.lower(state, batch).compile(FAST_COMPILE) if s == 0 else step
+    step = step.lower(state, batch).compile() if s == 0 else step
     state, _ = step(state, batch)
   once = jax.device_get(state)
   start, state, meta = ckpt.restore_latest(state)  # killed after the checkpoint of step 4

@@ -1,7 +1,6 @@
 """The sweep: bad input fails before any run; a killed sweep resumes without duplicate or partial rows."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from basic_core.perf.xla_flags import child_env
 from experiments.batch_size_sweep import main
 from experiments.presets import PRESETS
 from experiments.runner import plan_runs
@@ -48,7 +48,7 @@ def test_run_ids_change_with_the_config():
 def test_killed_sweep_resumes_without_duplicates(tmp_path):
   """SIGKILL the sweep mid-run, re-run it: every run appears once, finished runs are not redone."""
   cmd = _sweep_cmd(tmp_path, "--batch-sizes", "16,64", "--seeds", "0")
-  env = {**os.environ, "XLA_FLAGS": ""}
+  env = child_env(1)
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   results = tmp_path / "results.csv"
   deadline = time.time() + 240

@@ -21,6 +21,7 @@ from PIL import Image
 from basic_core.configs import ConfigError, get_config
 from basic_core.data import eval_suite, get_tokenizer, train_pipeline
 from basic_core.data.wds import write_shards
+from basic_core.perf.xla_flags import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -383,7 +384,7 @@ def bad_inputs(t) -> None:
 
 
 def run_cases(cases: list) -> list[dict]:
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  env = child_env(1)
   env.pop("BASIC_TRACEBACK", None)
   proc = subprocess.run([sys.executable, "-c", RUN_CASES, json.dumps(cases)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)

@@ -15,6 +15,7 @@ from basic_core import checkpoint, data, sharding
 from basic_core import state as state_lib
 from basic_core import step as step_lib
 from basic_core.configs import get_config, microbatching
+from basic_core.perf.xla_flags import FAST_COMPILE_FLAGS
 
 # One xdist worker runs this module (make test: --dist loadgroup): its two runs, made once.
 pytestmark = pytest.mark.xdist_group("multihost")
@@ -25,10 +26,6 @@ SETTINGS = ["train.batch_size=16", "train.microbatch_size=8", "train.log_every=1
             "train.checkpoint_every=2", "train.progress=False", "mesh.data=2", "mesh.model=4",
             "mesh.rules='fsdp'", "model.image.vit.layers=1", "model.text.layers=1", "data.num_train=256",
             "data.num_test=64", "eval.batch_size=32", "eval.num_pairs=64", "eval.num_images=32"]
-# XLA:CPU code generation dominates; the launched processes and the reference compile the same way.
-FAST_COMPILE = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True,
-                    xla_cpu_use_fusion_emitters=False)
-FAST_XLA = " ".join(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE.items())
 
 
 def _launch(workdir: Path, steps: int) -> None:
@@ -36,7 +33,7 @@ def _launch(workdir: Path, steps: int) -> None:
          "--timeout", "400", "--", sys.executable, "-m", "basic_core.train", "--config", "tiny",
          "--workdir", str(workdir), "--steps", str(steps)] + [f"--set={s}" for s in SETTINGS]
   run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "XLA_FLAGS": FAST_XLA})
+                       env={**os.environ, "XLA_FLAGS": FAST_COMPILE_FLAGS})  # launch_local sets devices
   assert run.returncode == 0, run.stdout[-4000:]
 
 
@@ -59,7 +56,7 @@ def reference():
   step = step_lib.make_train_step(built.fns, built.tx, config.loss, seed=config.seed,
                                   microbatches=microbatching(config.train)[1])
   step = step_lib.jit_train_step(step, built.sharding, batch_sharding, xla=config.xla)
-  step = step.lower(built.state, batches[0]).compile(FAST_COMPILE)
+  step = step.lower(built.state, batches[0]).compile()
   state, losses, params_after_3 = built.state, [], None
   for s, batch in enumerate(batches):
     state, metrics = step(state, batch)

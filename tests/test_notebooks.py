@@ -14,6 +14,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from basic_core.perf.xla_flags import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Sizes for 20 to 50 s of CPU per notebook (all four: about 2 minutes on a quiet 2-core machine).
@@ -58,13 +60,10 @@ def inject(nb, values: dict) -> None:
 
 
 def kernel_env(cache: Path) -> dict:
-  """One CPU device (not conftest's 8), the repo importable, compiled programs shared between kernels.
-
-  XLA's backend optimisation is off: it halves compile times, which dominate these short runs.
-  """
+  """One CPU device (not conftest's 8) and the suite's compile flags, the repo importable, compiled programs
+  shared between kernels."""
   path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0",
-          "PYTHONPATH": path, "JAX_COMPILATION_CACHE_DIR": str(cache),
+  return {**child_env(1), "PYTHONPATH": path, "JAX_COMPILATION_CACHE_DIR": str(cache),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 

@@ -21,13 +21,14 @@ import psutil
 import pytest
 from test_experiments import ROOT, _sweep_cmd
 
+from basic_core.perf.xla_flags import child_env
 from basic_core.workdir_lock import hold, holder
 from experiments import ray_backend
 from experiments.batch_size_sweep import main
 from experiments.presets import PRESETS, Sweep
 from experiments.runner import plan_runs
 
-ENV = {**os.environ, "XLA_FLAGS": ""}  # one device, as a sweep's trainers run outside the tests
+ENV = child_env(1)  # one device, as a sweep's trainers run outside the tests
 
 
 def test_ray_backend_without_ray_says_how_to_install_in_one_line(tmp_path, capsys, monkeypatch):

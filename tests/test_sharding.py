@@ -14,9 +14,6 @@ from basic_core import step as step_lib
 from basic_core.configs import get_config, microbatching
 from basic_core.perf.timing import random_batch
 
-# XLA:CPU code generation dominates these tests; both sides of every comparison compile the same way.
-FAST_COMPILE = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True,
-                    xla_cpu_use_fusion_emitters=False)
 # A few-second model with everything that meets the mesh: accumulation (K=2), remat, tiled loss.
 SMALL = ["model.image.image_size=16", "model.image.vit.width=32", "model.image.vit.layers=1",
          "model.text.width=32", "model.text.layers=2", "model.text.context=8", "model.text.vocab_size=64",
@@ -168,7 +165,7 @@ def _train(initial, data, model, rules="tensor", steps=3, extra=()):
   step = step_lib.make_train_step(placed.fns, placed.tx, config.loss, seed=config.seed,
                                   microbatches=microbatching(config.train)[1])
   step = step_lib.jit_train_step(step, placed.sharding, batch_sharding, xla=config.xla)
-  step = step.lower(state, batches[0]).compile(FAST_COMPILE)
+  step = step.lower(state, batches[0]).compile()
   step_losses = []
   for batch in batches:
     state, metrics = step(state, batch)

@@ -17,6 +17,7 @@ import pytest
 from basic_core import checkpoint, data, train
 from basic_core import state as state_lib
 from basic_core.configs import ConfigError, get_config
+from basic_core.perf.xla_flags import child_env
 from basic_core.workdir_lock import WorkdirLocked, hold_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def _cli(workdir: Path, *extra: str, steps: int = 40) -> subprocess.Popen:
   cmd = [sys.executable, "-m", "basic_core.train", "--config", "tiny", "--workdir", str(workdir),
          "--steps", str(steps)] + [f"--set={s}" for s in QUICK + list(extra)]
   return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "XLA_FLAGS": ""})
+                          env=child_env(1))
 
 
 def test_tiny_learns_and_beats_chance(tmp_path):
@@ -158,7 +159,7 @@ def test_evaluate_cli(tmp_path):
   saved["model"].update(saved.pop("xla"))  # the old layout
   (tmp_path / "config.json").write_text(json.dumps(saved))
   out = subprocess.run([sys.executable, "-m", "basic_core.evaluate", "--workdir", str(tmp_path), "--json"],
-                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""})
+                       cwd=ROOT, capture_output=True, text=True, env=child_env(1))
   assert out.returncode == 0, out.stderr
   results = json.loads(out.stdout.strip().splitlines()[-1])
   assert results["step"] == 5 and 0 <= results["retrieval_i2t_r1"] <= 1

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -42,11 +41,7 @@ import jax
 from basic_core import sharding
 from basic_core.configs import get_config
 from basic_core.perf import compiled
-
-# Options that halve XLA:CPU's compile time and move its temp bytes by under 1% (see above).
-FAST_COMPILE = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True,
-                    xla_cpu_use_fusion_emitters=False)
-_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+from basic_core.perf.xla_flags import FAST_COMPILE, child_env
 
 
 def compile_step(config, data: int, model: int) -> dict:
@@ -63,12 +58,6 @@ def compile_step(config, data: int, model: int) -> dict:
 def child_command(name: str, overrides: list[str], data: int, model: int) -> list[str]:
   return [sys.executable, "-m", "basic_core.perf.plan_xla", "--config", name, "--data", str(data),
           "--model", str(model)] + [f"--set={o}" for o in overrides]
-
-
-def child_env(devices: int) -> dict:
-  """This environment with `devices` simulated CPU devices (any other XLA flag kept)."""
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICE_FLAG)]
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags + [f"{_DEVICE_FLAG}={devices}"]))
 
 
 def measure(name: str, overrides: list[str], data: int, model: int) -> dict:

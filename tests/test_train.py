@@ -40,6 +40,18 @@ def _cli(workdir: Path, *extra: str, steps: int = 40) -> subprocess.Popen:
                           env=child_env(1))
 
 
+def test_tiny_memorises_a_small_training_set(tmp_path):
+  """The quick learning check: on 64 pairs seen again and again, 30 steps take the loss from about log(32)
+  to under a quarter of it (wrong or missing gradients leave it near log(32)). Learning that generalises,
+  zero-shot above chance, needs 300 steps: the test below, in `make test-all`."""
+  config = get_config("tiny", QUICK + ["data.num_train=64", "data.augment=False", "train.steps=30"])
+  train.train(config, tmp_path)
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["loss"] for r in records if "lr" in r]
+  assert losses[0] > 0.8 * np.log(32) and losses[-1] < 0.25 * losses[0], losses
+
+
+@pytest.mark.slow  # 300 steps: 60-75 s on a 2-core machine
 def test_tiny_learns_and_beats_chance(tmp_path):
   """A few hundred steps of `tiny`: the loss falls clearly and zero-shot accuracy beats chance."""
   config = get_config("tiny", ["train.progress=False", "train.steps=300", "eval.num_pairs=256",

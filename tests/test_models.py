@@ -4,7 +4,7 @@ Models are small overrides of the `tiny` preset. Compiling dominates the run tim
 - variants that keep the parameter layout (remat policy, dropout, dtype, norm kind) reuse one model's
   weights under another config's graph (`variant`);
 - gradients of models that are compared are taken in one program (`losses_and_grads`);
-- test programs compile without LLVM optimisation (`FAST`: half the compile time, same results);
+- programs compile with the suite's fast-compile flags (tests/conftest.py);
 - the CoAtNet tests draw random weights with NumPy (`numpy_weights`) instead of compiling its init;
   the initialisers themselves are exercised by the ViT model and, for shapes, by `count_params`.
 """
@@ -29,8 +29,7 @@ COATNET = {  # a Stack in every stage; T stages on 4x4 and 2x2 maps, one of them
     "image.coatnet.widths": (16, 32, 32, 64), "image.coatnet.head_dim": 16}
 SMALL_VIT = {"image.vit.patch": 8}  # 16 patches whatever `tiny` uses: these tests compare functions
 B, L = 4, 24
-FAST = {"xla_backend_optimization_level": 0}
-fast_jit = functools.partial(jax.jit, static_argnums=0, compiler_options=FAST)
+jit_per_graph = functools.partial(jax.jit, static_argnums=0)  # one program per model graph (static)
 
 
 def model_config(values=()):
@@ -52,9 +51,9 @@ def abstract(values=(), xla=None):
 
 
 def build(values=()):
-  """`build_model(config, seed=0)` compiled with FAST (equal up to float rounding; see the layout test)."""
+  """`build_model(config, seed=0)` compiled (equal up to float rounding; see the layout test)."""
   config = model_config(values)
-  init = jax.jit(lambda: nnx.state(TwoTower(config, rngs=nnx.Rngs(0))), compiler_options=FAST)
+  init = jax.jit(lambda: nnx.state(TwoTower(config, rngs=nnx.Rngs(0))))
   return nnx.merge(nnx.graphdef(abstract(values)), init())
 
 
@@ -92,7 +91,7 @@ def unstacked(scan_flat, loop_paths):
   return out
 
 
-@fast_jit
+@jit_per_graph
 def _embed(graphdef, state, images, tokens, key):
   m = nnx.merge(graphdef, state)
   key_image, key_text = (None, None) if key is None else (jax.random.fold_in(key, 0),
@@ -106,7 +105,7 @@ def embed(model, images, tokens, key=None):
   return _embed(*nnx.split(model), images, tokens, key)
 
 
-@fast_jit
+@jit_per_graph
 def _losses_and_grads(graphdefs, params, rests, images, tokens, key):
 
   def loss(params, graphdef, rest):
@@ -253,7 +252,7 @@ def test_remat_under_scan_lowers_compiled_temp_memory():
     graphdef, state = nnx.split(nnx.eval_shape(lambda: TwoTower(config, rngs=nnx.Rngs(0))).image)
     loss = lambda state, x: jnp.sum(nnx.merge(graphdef, state)(x)**2)
     images = jax.ShapeDtypeStruct((32, 32, 32, 3), jnp.float32)
-    compiled = jax.jit(jax.value_and_grad(loss)).lower(state, images).compile(FAST)
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(state, images).compile()
     return compiled.memory_analysis().temp_size_in_bytes  # same with default options
 
   plain, remat = temp_bytes("none"), temp_bytes("full")
@@ -297,7 +296,7 @@ def test_logit_scale_is_clipped_with_zero_gradient(vit):
   assert vit.logit_bias[...] == config.logit_bias_init
 
 
-@fast_jit
+@jit_per_graph
 def _encode_text(graphdef, state, tokens):
   return nnx.merge(graphdef, state).encode_text(tokens)
 

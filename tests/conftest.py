@@ -8,7 +8,7 @@ import pytest
 
 from basic_core.perf.xla_flags import DEVICE_FLAG, FAST_COMPILE_FLAGS
 
-# XLA:CPU's code generation is most of the suite's time (hundreds of tiny programs, each run a few steps):
+# XLA:CPU's code generation is much of the suite's time (hundreds of tiny programs, each run a few steps):
 # every test, and every process a test starts (`xla_flags.child_env`), compiles with FAST_COMPILE. Tests
 # check numbers, not speed; both sides of every comparison compile the same way.
 os.environ.setdefault("XLA_FLAGS", f"{DEVICE_FLAG}=8 {FAST_COMPILE_FLAGS}")

@@ -141,8 +141,10 @@ def _log_record(step: int, metrics: dict, config, lr_fn, seconds: float, steps: 
   )
 
 
-def train(config, workdir: Path) -> dict:
-  """Runs (or resumes) training; returns the final evaluation metrics."""
+def train(config, workdir: Path, *, final_eval: bool = True) -> dict:
+  """Runs (or resumes) training; returns the final evaluation metrics. With final_eval=False (`--no-eval`)
+  only {step, skipped_samples} and no eval.json, the mark of a finished, scored run that sweeps look for:
+  for runs scored later (`python -m basic_core.evaluate`) or read only for their checkpoints."""
   workdir = Path(workdir)
   # ---- Phase 0: workdir, devices, state ------------------------------------------------------------
   distributed.initialize()
@@ -156,10 +158,10 @@ def train(config, workdir: Path) -> dict:
   ts = state_lib.build(config, mesh=mesh)
   # One writer: process 0 holds the workdir's lock for the whole run (a second trainer stops at once).
   with hold_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    return _run(config, workdir, ts, tokenizer, mesh, k)
+    return _run(config, workdir, ts, tokenizer, mesh, k, final_eval)
 
 
-def _run(config, workdir: Path, ts: state_lib.TrainState, tokenizer, mesh, k: int) -> dict:
+def _run(config, workdir: Path, ts: state_lib.TrainState, tokenizer, mesh, k: int, final_eval: bool) -> dict:
   """Phases 1 to 3 of `train`, in a workdir this process may write."""
   fns, tx, state = ts.fns, ts.tx, ts.state
   if jax.process_index() == 0:  # one writer (processes would race)
@@ -234,14 +236,16 @@ def _run(config, workdir: Path, ts: state_lib.TrainState, tokenizer, mesh, k: in
   progress.close()
 
   # ---- Phase 3: final evaluation -------------------------------------------------------------------
-  results = dict(step=total, **_evaluate(fns, state, tokenizer, config, pipeline))
+  results = dict(step=total)
+  if final_eval:
+    results.update(_evaluate(fns, state, tokenizer, config, pipeline))
   if pipeline.skipped_samples:
     print(f"run summary: {pipeline.skipped_samples} corrupt samples were skipped", file=sys.stderr)
   results["skipped_samples"] = pipeline.skipped_samples
   writer.write(results)
   writer.close()
   ckpt.close()
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and final_eval:
     (workdir / "eval.json").write_text(json.dumps(results, indent=2))
   return results
 
@@ -287,6 +291,8 @@ def parse_args(argv):
   parser.add_argument("--steps", type=cli.number(int, gt=0), help="shorthand for --set train.steps=N")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config key, e.g. --set model.text.layers=4 (repeatable)")
+  parser.add_argument("--no-eval", action="store_true",
+                      help="skip the final evaluation and eval.json (later: python -m basic_core.evaluate)")
   distributed.add_arguments(parser)
   return parser.parse_args(argv)
 
@@ -308,7 +314,7 @@ def main(argv=None) -> int:
   overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
   try:
     config = get_config(args.config, overrides)
-    results = train(config, args.workdir)
+    results = train(config, args.workdir, final_eval=not args.no_eval)
   except (ConfigError, checkpoint.CheckpointError, sharding.ShardingError, TrainingError, ValueError,
           OSError, WorkdirLocked) as e:  # bad input: one line (BASIC_TRACEBACK=1 shows the traceback)
     if os.environ.get("BASIC_TRACEBACK"):

@@ -79,7 +79,7 @@ def test_the_command_reads_a_queue_runs_checkpointed_queue(tmp_path, capsys):
   from basic_core.configs import get_config
 
   workdir = tmp_path / "queue"
-  train.train(get_config("tiny", QUEUE_RUN), workdir)
+  train.train(get_config("tiny", QUEUE_RUN), workdir, final_eval=False)
   assert eg.main(["--workdir", str(workdir), "--pairs", "64", "--json"]) == 0
   row = json.loads(capsys.readouterr().out)
   assert row["queue_size"] == 48 and np.isfinite(row["queue_minus_current_lme"])

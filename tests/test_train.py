@@ -35,8 +35,9 @@ def _params(workdir: Path, step: int | None = None):
 
 
 def _cli(workdir: Path, *extra: str, steps: int = 40) -> subprocess.Popen:
+  """The trainer's command on QUICK + `extra`, without its final evaluation: these tests read checkpoints."""
   cmd = [sys.executable, "-m", "basic_core.train", "--config", "tiny", "--workdir", str(workdir),
-         "--steps", str(steps)] + [f"--set={s}" for s in QUICK + list(extra)]
+         "--steps", str(steps), "--no-eval"] + [f"--set={s}" for s in QUICK + list(extra)]
   return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=child_env(1))
 
@@ -46,7 +47,7 @@ def test_tiny_memorises_a_small_training_set(tmp_path):
   to under a quarter of it (wrong or missing gradients leave it near log(32)). Learning that generalises,
   zero-shot above chance, needs 300 steps: the test below, in `make test-all`."""
   config = get_config("tiny", QUICK + ["data.num_train=64", "data.augment=False", "train.steps=30"])
-  train.train(config, tmp_path)
+  train.train(config, tmp_path, final_eval=False)
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in records if "lr" in r]
   assert losses[0] > 0.8 * np.log(32) and losses[-1] < 0.25 * losses[0], losses
@@ -124,7 +125,7 @@ def test_bad_config_is_one_clear_message(tmp_path, override, message, capsys):
 
 def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
   """A workdir of another config is refused, and so is one another trainer holds (one writer)."""
-  train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path)
+  train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path, final_eval=False)
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   with pytest.raises(checkpoint.CheckpointError, match="another config.*model.embed_dim"):
     train.train(get_config("tiny", QUICK + ["train.steps=5", "model.embed_dim=32"]), tmp_path)
@@ -149,7 +150,7 @@ def test_nan_loss_stops_without_touching_checkpoints(tmp_path):
 def test_pretrain_then_frozen_image_tower(tmp_path):
   """Phase 1 changes the image tower; with freeze_image=all phase 2 leaves it exactly as phase 1 did."""
   config = get_config("tiny", QUICK + ["train.steps=10", "pretrain.steps=20", "train.freeze_image=all"])
-  train.train(config, tmp_path)
+  train.train(config, tmp_path, final_eval=False)
   state = state_lib.build(config).state
   fresh = [np.asarray(x) for x in jax.tree.leaves(state["params"]["image"])]
   ckpt = checkpoint.Checkpointer(tmp_path, 5)
@@ -166,8 +167,11 @@ def test_pretrain_then_frozen_image_tower(tmp_path):
 
 
 def test_evaluate_cli(tmp_path):
-  """Also on a workdir written before the XLA:CPU knobs moved from `model.*` to `xla.*`."""
-  train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path)
+  """Scores a run trained without its final evaluation (no eval.json); also on a workdir written before the
+  XLA:CPU knobs moved from `model.*` to `xla.*`."""
+  assert train.train(get_config("tiny", QUICK + ["train.steps=5"]), tmp_path, final_eval=False) == dict(
+      step=5, skipped_samples=0)
+  assert not (tmp_path / "eval.json").exists()
   saved = json.loads((tmp_path / "config.json").read_text())
   saved["model"].update(saved.pop("xla"))  # the old layout
   (tmp_path / "config.json").write_text(json.dumps(saved))
@@ -176,6 +180,7 @@ def test_evaluate_cli(tmp_path):
   assert out.returncode == 0, out.stderr
   results = json.loads(out.stdout.strip().splitlines()[-1])
   assert results["step"] == 5 and 0 <= results["retrieval_i2t_r1"] <= 1
+  assert json.loads((tmp_path / "eval.json").read_text())["step"] == 5
 
 
 def test_config_errors_name_the_key():
@@ -222,12 +227,12 @@ def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_exactly(tmp_path,
   deleted), and the run resumes from the intact one, ending bit-identical to an uninterrupted run.
   With no intact checkpoint left, a clear error and nothing moved. (All five kinds: `-m slow`.)"""
   config = get_config("tiny", QUICK + ["train.steps=20"])
-  train.train(config, tmp_path / "reference")
+  train.train(config, tmp_path / "reference", final_eval=False)
   run = tmp_path / "run"
-  train.train(config, run)
+  train.train(config, run, final_eval=False)
   for damage in DAMAGE[:kinds]:
     damage(run / "checkpoints" / "20")
-    train.train(config, run)
+    train.train(config, run, final_eval=False)
     err = capsys.readouterr().err
     assert "checkpoint step 20" in err and "is damaged" in err and "resuming from step 10" in err, err
     for a, b in zip(_params(run, 20), _params(tmp_path / "reference", 20)):

@@ -58,6 +58,17 @@ def _towers() -> str:
   return head + "\n\n" + towers_figure.tables(df)
 
 
+def _pilot_steps() -> str:
+  """The 1,000-step towers pilot's evaluations (every 250 steps) from its metrics records."""
+  records = [json.loads(line) for line in (DATA / "towers_pilot_objects_p8_1000_steps.jsonl").open()]
+  tasks = ("shape", "colour", "size", "fill", "position", "count")
+  rows = ["| step | " + " | ".join(tasks) + " | i2t R@1 |", "|---:|" + "---:|" * (len(tasks) + 1)]
+  for r in records:
+    cells = [f"{r[f'zeroshot_{t}_top1']:.3f}" for t in tasks] + [f"{r['retrieval_i2t_r1']:.3f}"]
+    rows.append(f"| {r['step']:,} | " + " | ".join(cells) + " |")
+  return "\n".join(rows)
+
+
 def _mechanism_summary() -> dict:
   return json.loads((DATA / "mechanism_summary.json").read_text())
 
@@ -72,6 +83,7 @@ TABLES = {
     "negatives-pilot-verdicts": (EXPERIMENTS, _pilot_verdicts),
     "false-negatives": (EXPERIMENTS, lambda: negatives_figures.fn_table(
         negatives_figures.read_fn_rates(DATA / "false_negatives.jsonl"))),
+    "towers-pilot-steps": (EXPERIMENTS, _pilot_steps),
     "negatives-grid": (EXPERIMENTS, lambda: negatives.means_table(_csv("negatives_grid.csv"))),
     "negatives-grid-verdicts": (EXPERIMENTS, _grid_verdicts),
     "mechanism-means": (EXPERIMENTS, lambda: mechanism.means_table(_csv("mechanism.csv"))),

@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lint test test-all tiny sweep grid grid-results mechanism mechanism-results mechanism-gradients mechanism-geometry figures summaries fn-rates notebooks \
+.PHONY: setup lint test test-all tiny sweep grid grid-results mechanism mechanism-results mechanism-gradients mechanism-geometry figures summaries fn-rates attribute-swap notebooks \
 	strip-notebooks theory bench bench-gpu plan-check gpu-wheels clean
 
 setup: $(STAMP)
@@ -146,6 +146,21 @@ fn-rates: setup
 	rm -f paper_figures/data/false_negatives.jsonl
 	for w in scenes objects; do for g in $(FN_GROUPS); do $(PY) -m basic_core.data fn-rate --world $$w \
 	    --group-size $$g --rows 32768 --json >> paper_figures/data/false_negatives.jsonl || exit 1; done; done
+
+# What the objects-world towers tell apart, attribute by attribute (experiments/attribute_swap.py): the
+# 1,000-step towers pilot (trained, with 256 prompts per class, and its initial weights) and the seed-4 runs
+# of the grid still on this machine (their checkpoints are not committed; experiments/README.md says how
+# the pilot was trained).
+SWAP_OUT := paper_figures/data/attribute_swap.jsonl
+SWAP_GRID := runs/sweep-negatives/runs/objects-s-N1024-G4-fresh-s4-aee80844 \
+	runs/sweep-negatives/runs/objects-s-N1024-G1024-fresh-s4-9fe4881e \
+	runs/sweep-negatives/runs/objects-s-m65536-N1024-G1024-T0.07-s4-1ad8102d
+attribute-swap: setup
+	rm -f $(SWAP_OUT)
+	for a in "" "--prompts 256" "--control"; do $(PY) -m experiments.attribute_swap \
+	    --workdir runs/pilots/objects-p8-1000 $$a --out $(SWAP_OUT) || exit 1; done
+	for w in $(SWAP_GRID); do $(PY) -m experiments.attribute_swap --workdir $$w --out $(SWAP_OUT) || exit 1; done
+	$(PY) scripts/paste_tables.py
 
 # Every notebook, headless, on its default inputs (executed copies in runs/notebooks/).
 notebooks: setup

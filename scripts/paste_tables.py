@@ -69,6 +69,23 @@ def _pilot_steps() -> str:
   return "\n".join(rows)
 
 
+def _attribute_swap() -> str:
+  """Per run and prompts per class: each attribute's swap accuracy / zero-shot top-1 (make attribute-swap)."""
+  rows = [json.loads(line) for line in (DATA / "attribute_swap.jsonl").open()]
+  attributes = list(dict.fromkeys(r["attribute"] for r in rows))
+  chance = {r["attribute"]: r["chance"] for r in rows}
+  out = ["| run | step | prompts | " + " | ".join(f"{a} (chance {chance[a]:.2f})" for a in attributes) + " |",
+         "|---|---:|---:|" + "---:|" * len(attributes)]
+  runs = {}
+  for r in rows:
+    runs.setdefault((r["run"], r["step"], r["prompts"]), {})[r["attribute"]] = r
+  for (run, step, prompts), by in runs.items():
+    label = run + (" (initial weights)" if by[attributes[0]]["control"] else "")
+    cells = [f"{by[a]['swap']:.3f} / {by[a]['zero_shot']:.3f}" for a in attributes]
+    out.append(f"| {label} | {step:,} | {prompts} | " + " | ".join(cells) + " |")
+  return "\n".join(out)
+
+
 def _mechanism_summary() -> dict:
   return json.loads((DATA / "mechanism_summary.json").read_text())
 
@@ -84,6 +101,7 @@ TABLES = {
     "false-negatives": (EXPERIMENTS, lambda: negatives_figures.fn_table(
         negatives_figures.read_fn_rates(DATA / "false_negatives.jsonl"))),
     "towers-pilot-steps": (EXPERIMENTS, _pilot_steps),
+    "attribute-swap": (EXPERIMENTS, _attribute_swap),
     "negatives-grid": (EXPERIMENTS, lambda: negatives.means_table(_csv("negatives_grid.csv"))),
     "negatives-grid-verdicts": (EXPERIMENTS, _grid_verdicts),
     "mechanism-means": (EXPERIMENTS, lambda: mechanism.means_table(_csv("mechanism.csv"))),

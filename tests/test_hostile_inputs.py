@@ -301,6 +301,11 @@ def hostile_commands(t) -> dict:
           (["--workdir", f"{t}/empty"], "--workdir"),
           (["--workdir", f"{t}/empty", "--pairs", "1"], "--pairs"),
       ],
+      "experiments.attribute_swap": [
+          (["--workdir", f"{t}/absent"], "--workdir"),
+          (["--workdir", f"{t}/empty"], "--workdir"),
+          (["--workdir", f"{t}/empty", "--images", "0"], "--images"),
+      ],
       "paper_figures.sweep_figures": [
           (["--results", f"{t}/absent.csv", "--out", f"{t}/fig"], "--results"),
           (["--results", f"{t}/empty.csv", "--out", f"{t}/fig"], "--results"),

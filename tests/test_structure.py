@@ -233,7 +233,7 @@ COMMANDS = ["basic_core.train", "basic_core.evaluate", "basic_core.data", "basic
             "basic_core.perf.sharded_loss", "basic_core.predict", "basic_core.embed", "basic_core.export",
             "experiments.batch_size_sweep", "experiments.negatives", "experiments.tiny_bound",
             "experiments.gradient_bias", "experiments.embedding_geometry", "experiments.mechanism",
-            "theory.check",
+            "experiments.attribute_swap", "theory.check",
             "theory.tables", "theory.bias", "theory.towers_grid",
             "paper_figures.sweep_figures", "paper_figures.theory_figures", "paper_figures.memory_figure",
             "paper_figures.negatives_figures", "paper_figures.mechanism_figure",

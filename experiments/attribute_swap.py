@@ -3,7 +3,7 @@
     python -m experiments.attribute_swap --workdir W [--step S | --control] [--images 600] [--prompts 16]
                                          [--json] [--out F.jsonl]
 
-    python -m experiments.attribute_swap --workdir runs/pilots/objects-p8-1000  # ~30 s
+    python -m experiments.attribute_swap --workdir runs/pilots/objects-p8-1000  # ~10 s on a 2-core VM
 
 Zero-shot top-1 (the issue's measure of towers that learn) scores an image against one embedding per
 class: the mean of captions of scenes drawn with that attribute fixed and everything else at random. A
@@ -11,7 +11,7 @@ tower can encode an attribute and still lose that vote if the attribute moves a 
 less than the other words do. This asks the narrower question. For single-object scenes, the image's own
 caption is rewritten once per value of one attribute (shape, colour, size or fill; the scene's other
 attributes, cell and background kept) and the model picks the caption it scores highest: chance is one
-over the number of values. Each attribute is also scored per object size (small shapes cover a few
+over the number of values. Each attribute but size is also scored per object size (small shapes cover a few
 pixels at 32x32), next to zero-shot top-1 on the same images with `--prompts` captions per class (the
 evaluation's 16 by default; more of them average the other attributes out better).
 
@@ -55,8 +55,7 @@ def swap_scores(encoder: evaluate.Encoder, tokenizer, world, attribute: str, n: 
   image_NxD = encoder.images(world.render(scenes))
   text_NxVxD = encoder.texts(tokenizer.encode(candidates(scenes, attribute))).reshape(n, len(values), -1)
   swap_N = np.argmax(np.einsum("nd,nvd->nv", image_NxD, text_NxVxD), axis=1) == labels_N
-  per_class = [objects.captions(world.sample(f"task/{attribute}/prompts/{v}", prompts, count=1,
-                                             **{attribute: v}), np.arange(prompts))
+  per_class = [world.class_prompts(attribute, v, prompts, count=1, **{attribute: v})
                for v in range(len(values))]
   class_VxD = evaluate.prompt_embeddings(encoder, tokenizer, per_class)
   zero_shot_N = np.argmax(image_NxD @ class_VxD.T, axis=1) == labels_N

@@ -41,6 +41,9 @@ class _Facts:
   def sample(self, *args, **kwargs):
     return self.world.sample(*args, **kwargs)
 
+  def class_prompts(self, *args, **kwargs):
+    return self.world.class_prompts(*args, **kwargs)
+
   def _mask(self, x):
     x = np.asarray(x, np.float32)
     if self.blind:

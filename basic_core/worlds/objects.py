@@ -212,6 +212,10 @@ class ObjectsWorld:
     scenes = self.sample(stream, n)
     return np.stack([claims(t) for t in captions(scenes, np.arange(n))]), facts(scenes)
 
+  def class_prompts(self, task: str, c: int, n: int = PROMPTS_PER_CLASS, **pinned) -> list[str]:
+    """Class c of zero-shot task `task`: the captions of n scenes drawn with `pinned` fixed."""
+    return captions(self.sample(f"task/{task}/prompts/{c}", n, **pinned), np.arange(n))
+
   def tasks(self, n: int) -> list[ZeroShotTask]:
     """shape, colour, size, fill and position of single objects, and the count of objects: n images each,
     labels cycling through the classes."""
@@ -221,8 +225,7 @@ class ObjectsWorld:
       pin = (lambda c: dict(count=c + 1)) if name == "count" else (
           lambda c, name=name: dict(count=1, **{"cell" if name == "position" else name: c}))
       scenes = self.sample(f"task/{name}", n, **pin(labels))
-      prompts = [captions(self.sample(f"task/{name}/prompts/{c}", PROMPTS_PER_CLASS, **pin(c)),
-                          np.arange(PROMPTS_PER_CLASS)) for c in range(len(classes))]
+      prompts = [self.class_prompts(name, c, **pin(c)) for c in range(len(classes))]
       tasks.append(ZeroShotTask(name, "in_distribution", list(classes), [], self.render(scenes), labels,
                                 class_prompts=prompts))
     return tasks
